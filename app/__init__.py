@@ -1,0 +1,1 @@
+"""Adapters: the FastAPI app for pods and the RunPod serverless handler."""

@@ -1,0 +1,53 @@
+"""Errors the core raises; each adapter maps them to its own wire format."""
+
+from __future__ import annotations
+
+
+class LorapodError(Exception):
+    """Base of every error the core reports to a caller."""
+
+    status_code = 400
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def to_dict(self) -> dict[str, str]:
+        """The error as a JSON-ready dict: one sentence, plus the field when there is one."""
+        out = {"error": self.message}
+        if self.field:
+            out["field"] = self.field
+        return out
+
+
+class InvalidInput(LorapodError):
+    """A caller's input is wrong: the field and the reason are in the message."""
+
+    status_code = 422
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}", field=field)
+        self.reason = reason
+
+
+class PathEscape(InvalidInput):
+    """A caller-given path that would end outside the workspace."""
+
+
+class NotFound(LorapodError):
+    """An id, file or dataset that does not exist."""
+
+    status_code = 404
+
+
+class Conflict(LorapodError):
+    """The request clashes with the current state (e.g. cancelling a finished job)."""
+
+    status_code = 409
+
+
+class TooLarge(LorapodError):
+    """A body, file or archive over the configured limits."""
+
+    status_code = 413
