@@ -51,3 +51,9 @@ class TooLarge(LorapodError):
     """A body, file or archive over the configured limits."""
 
     status_code = 413
+
+
+class Unavailable(LorapodError):
+    """The server cannot do this now (e.g. ai-toolkit is not installed or configured)."""
+
+    status_code = 503

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -13,7 +14,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     """lorapod's configuration; secrets are SecretStr and never appear in a repr."""
 
-    model_config = SettingsConfigDict(env_prefix="LORAPOD_", extra="ignore", env_file=None)
+    model_config = SettingsConfigDict(
+        env_prefix="LORAPOD_", extra="ignore", env_file=None, populate_by_name=True
+    )
 
     workspace: Path = Field(Path("./workspace"), description="Root of datasets, models, outputs and logs.")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default an SQLite file in the workspace.")
@@ -33,6 +36,10 @@ class Settings(BaseSettings):
         None,
         validation_alias=AliasChoices("HF_TOKEN", "LORAPOD_HF_TOKEN"),
         description="Hugging Face token for gated models; passed to subprocesses only.",
+    )
+    worker_id: str = Field(
+        default_factory=socket.gethostname,
+        description="This server's name in the process table; restart recovery only touches its own jobs.",
     )
     host: str = Field("127.0.0.1", description="Address the REST server binds to.")
     port: int = Field(8000, description="Port the REST server binds to.")

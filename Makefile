@@ -1,0 +1,47 @@
+# lorapod: `make run` serves the API on the embedded defaults; `make test` runs the whole suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch for tests and benchmarks; GPU images bring their own CUDA torch.
+TORCH_SPEC ?= torch==2.13.0
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install dev run migrate test lint bench clean
+
+$(VENV)/.base: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.base
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.base  ## the server's own dependencies
+
+dev: $(VENV)/.dev  ## plus test, benchmark and generation dependencies
+
+migrate: install  ## apply database migrations (also done at server start-up)
+	$(PY) -m app migrate
+
+run: install  ## serve on $(HOST):$(PORT) with ./workspace and SQLite
+	$(PY) -m app migrate
+	$(PY) -m app serve --host $(HOST) --port $(PORT)
+
+test: dev  ## the whole suite
+	$(PY) -m pytest -q
+
+lint: dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: dev  ## benchmarks: runner overhead, job start latency, warm generation
+	$(PY) bench/bench_runner.py
+	$(PY) bench/bench_start.py
+	$(PY) bench/bench_generation.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,101 @@
+"""FastAPI dependencies as short Annotated aliases: the service, the settings, auth; and request body limits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import Depends, Request, Response
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
+from starlette.types import Message
+
+from app.auth import check_bearer
+from core.datasets import DatasetStore
+from core.errors import InvalidInput, TooLarge
+from core.jobs import JobService
+from core.settings import Settings
+
+
+def get_service(request: Request) -> JobService:
+    """The app's one job service."""
+    return request.app.state.service
+
+
+def get_settings(request: Request) -> Settings:
+    """The app's settings."""
+    return request.app.state.service.settings
+
+
+def require_auth(request: Request) -> None:
+    """401 unless the bearer token matches LORAPOD_API_KEY (when set)."""
+    check_bearer(request, request.app.state.service.settings)
+
+
+def get_datasets(request: Request) -> DatasetStore:
+    """The app's one dataset store (one lock serialises commits into the same dataset)."""
+    state = request.app.state
+    store = getattr(state, "datasets", None)
+    if store is None:
+        service: JobService = state.service
+        settings = service.settings
+        store = DatasetStore(
+            service.workspace,
+            max_file_bytes=settings.max_file_bytes,
+            max_upload_bytes=settings.max_upload_bytes,
+            max_zip_entries=settings.max_zip_entries,
+        )
+        state.datasets = store
+    return store
+
+
+ServiceDep = Annotated[JobService, Depends(get_service)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DatasetsDep = Annotated[DatasetStore, Depends(get_datasets)]
+Authorized = Depends(require_auth)
+
+
+def limit_body(request: Request, limit: int, *, field: str = "body") -> Request:
+    """The request with its body capped at limit bytes: Content-Length checked now, streamed bytes counted."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.strip().isdigit():
+            raise InvalidInput("Content-Length", "must be a whole number of bytes")
+        if int(declared) > limit:
+            raise TooLarge(f"{field}: the request body is larger than the limit of {limit} bytes", field=field)
+    received = 0
+    upstream = request.receive
+
+    async def receive() -> Message:
+        nonlocal received
+        message = await upstream()
+        if message["type"] == "http.request":
+            # Chunked bodies carry no Content-Length, so count what actually arrives.
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise TooLarge(f"{field}: the request body is larger than the limit of {limit} bytes", field=field)
+        return message
+
+    return Request(request.scope, receive)
+
+
+def body_limited_route(limit_of: Callable[[Settings], int], *, field: str = "body") -> type[APIRoute]:
+    """A route class refusing bodies over limit_of(settings) with 413 before FastAPI reads them whole."""
+
+    class BodyLimitedRoute(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler = super().get_route_handler()
+
+            async def limited(request: Request) -> Response:
+                limit = limit_of(request.app.state.service.settings)
+                try:
+                    return await handler(limit_body(request, limit, field=field))
+                except HTTPException as exc:
+                    # FastAPI reports any failure while reading a body as a 400; ours is the real answer.
+                    if isinstance(exc.__cause__, TooLarge):
+                        raise exc.__cause__ from None
+                    raise
+
+            return limited
+
+    return BodyLimitedRoute

@@ -1,0 +1,90 @@
+"""How fast a job starts when a slot is free: submission → claimed, and submission → trainer spawned.
+
+The baseline, measured in the same run, is spawning the same trainer directly with
+asyncio.create_subprocess_exec; the ratio shows what lorapod's queue and scheduler add.
+Run: python bench/bench_start.py  (exit 1 if the median submission→spawn exceeds 50 ms)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from core.jobs import JobService  # noqa: E402
+from core.models import JobStatus  # noqa: E402
+from core.settings import Settings  # noqa: E402
+from core.training_config import TrainParams  # noqa: E402
+from tests.fake_trainer import make_dataset  # noqa: E402
+
+FAKE_TOOLKIT = ROOT / "tests" / "fakes" / "ai_toolkit"
+RUNS = 15
+LIMIT_MS = 50.0
+
+
+async def spawn_baseline(config: Path, log: Path) -> float:
+    """Seconds to spawn the stand-in trainer directly (the floor any server pays)."""
+    with log.open("ab") as out:
+        began = time.perf_counter()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "run.py", str(config), cwd=FAKE_TOOLKIT, stdout=out, stderr=out, start_new_session=True
+        )
+        spawned = time.perf_counter() - began
+    await proc.wait()
+    return spawned
+
+
+async def main() -> int:
+    os.environ["FAKE_AITK_STEP_SECONDS"] = "0"
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(
+            workspace=Path(tmp) / "ws", AI_TOOLKIT_DIR=FAKE_TOOLKIT, AI_TOOLKIT_PYTHON=sys.executable,
+            gpus="0", progress_interval_seconds=0.2, worker_id="bench",
+        )
+        service = JobService(settings)
+        await service.start()
+        make_dataset(service.workspace.training_data / "bench", 1)
+        params = TrainParams(training_name="bench", base_model="sd15", steps=1, save_every=1)
+        claim_ms, spawn_ms, base_ms = [], [], []
+        try:
+            for _ in range(RUNS):
+                began = time.perf_counter()
+                job = service.submit_training(params)
+                claimed = spawned = None
+                while spawned is None:
+                    current = service.get(job.id)
+                    now = time.perf_counter()
+                    if claimed is None and current.status != JobStatus.queued:
+                        claimed = now
+                    if current.pid:
+                        spawned = now
+                        break
+                    await service.notifier.wait(job.id, timeout=0.005)
+                claim_ms.append(((claimed or spawned) - began) * 1000)
+                spawn_ms.append((spawned - began) * 1000)
+                final = await service.wait(job.id, timeout=60)
+                assert final.status == JobStatus.completed, final.error
+                config = service.workspace.root / final.config["config_path"]
+                base_ms.append(await spawn_baseline(config, Path(tmp) / "baseline.log") * 1000)
+        finally:
+            await service.close()
+    claim, spawn, base = (statistics.median(x) for x in (claim_ms, spawn_ms, base_ms))
+    print(f"{'measure (median of ' + str(RUNS) + ')':<40}{'ms':>10}")
+    print(f"{'submission -> claimed (running)':<40}{claim:>10.1f}")
+    print(f"{'submission -> trainer spawned':<40}{spawn:>10.1f}")
+    print(f"{'baseline: direct spawn of the trainer':<40}{base:>10.1f}")
+    print(f"{'ratio spawned / baseline':<40}{spawn / base:>10.2f}")
+    ok = spawn <= LIMIT_MS
+    print(f"start within {LIMIT_MS:.0f} ms of submission: {'yes' if ok else 'NO'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))

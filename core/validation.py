@@ -1,0 +1,45 @@
+"""Turning pydantic validation errors into one clear sentence that names the field."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from core.errors import InvalidInput
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def field_path(loc: tuple[Any, ...] | list[Any], prefix: str = "") -> str:
+    """A pydantic error location as a dotted path with [i] indexes, e.g. files[2].content."""
+    out = prefix
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "input"
+
+
+def invalid_from(exc: ValidationError, prefix: str = "") -> InvalidInput:
+    """The first validation error as InvalidInput(field, reason)."""
+    first = exc.errors(include_url=False)[0]
+    loc = [p for p in first.get("loc", ()) if not (isinstance(p, str) and p.startswith("function-"))]
+    reason = first.get("msg", "is invalid")
+    if first.get("type") == "missing":
+        reason = "is required"
+    elif first.get("type") == "extra_forbidden":
+        reason = "is not a known field"
+    reason = reason.removeprefix("Value error, ")
+    return InvalidInput(field_path(loc, prefix), reason[:1].lower() + reason[1:] if reason else "is invalid")
+
+
+def parse(model: type[M], data: Any, *, prefix: str = "") -> M:
+    """Validate data against model, raising InvalidInput naming the first bad field."""
+    if not isinstance(data, dict):
+        raise InvalidInput(prefix or "input", "must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_from(exc, prefix) from exc
