@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core.jobs import JobService  # noqa: E402
+from core.lifecycle import JobLifecycle  # noqa: E402
 from core.models import JobStatus  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.training_config import TrainParams  # noqa: E402
@@ -41,8 +42,22 @@ async def spawn_baseline(config: Path, log: Path) -> float:
     return spawned
 
 
+SPAWNED: dict[str, float] = {}
+
+
+def record_spawn(original):  # type: ignore[no-untyped-def]
+    """Wrap JobLifecycle.started to note when the trainer's pid is known (right after the spawn)."""
+
+    def started(self: JobLifecycle, *, pid: int | None) -> None:
+        SPAWNED[self.job_id] = time.perf_counter()
+        original(self, pid=pid)
+
+    return started
+
+
 async def main() -> int:
     os.environ["FAKE_AITK_STEP_SECONDS"] = "0"
+    JobLifecycle.started = record_spawn(JobLifecycle.started)  # type: ignore[method-assign]
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(
             workspace=Path(tmp) / "ws", AI_TOOLKIT_DIR=FAKE_TOOLKIT, AI_TOOLKIT_PYTHON=sys.executable,
@@ -57,16 +72,10 @@ async def main() -> int:
             for _ in range(RUNS):
                 began = time.perf_counter()
                 job = service.submit_training(params)
-                claimed = spawned = None
-                while spawned is None:
-                    current = service.get(job.id)
-                    now = time.perf_counter()
-                    if claimed is None and current.status != JobStatus.queued:
-                        claimed = now
-                    if current.pid:
-                        spawned = now
-                        break
-                    await service.notifier.wait(job.id, timeout=0.005)
+                claimed = time.perf_counter() if service.get(job.id).status != JobStatus.queued else None
+                while job.id not in SPAWNED:
+                    await asyncio.sleep(0.001)
+                spawned = SPAWNED[job.id]
                 claim_ms.append(((claimed or spawned) - began) * 1000)
                 spawn_ms.append((spawned - began) * 1000)
                 final = await service.wait(job.id, timeout=60)

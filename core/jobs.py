@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
 from sqlalchemy.engine import Engine
 
 from core.db import make_engine, migrate
@@ -39,6 +40,7 @@ from gpu.devices import detect_gpus, parse_gpu_list
 from gpu.generation import GenerationRequest, WarmGenerator
 
 log = logging.getLogger("lorapod.jobs")
+YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 class JobService:
@@ -151,8 +153,7 @@ class JobService:
         if idempotency_key and (existing := self.store.by_idempotency_key(idempotency_key)):
             return existing
         job_dir = self.workspace.output / job_id
-        config_path = job_dir / "job_config.yaml"
-        atomic_write_text(config_path, plan.to_yaml())
+        config_path = job_dir / "job_config.yaml"  # written when the job starts, from the stored config
         job = Job(
             id=job_id,
             type=JobType.train,
@@ -173,10 +174,7 @@ class JobService:
             output_dir=self.workspace.relative(job_dir),
             idempotency_key=idempotency_key,
         )
-        stored = self._enqueue(job)
-        if stored.id != job_id:  # an idempotent retry raced us: drop what we wrote
-            shutil.rmtree(job_dir, ignore_errors=True)
-        return stored
+        return self._enqueue(job)
 
     def _enqueue(self, job: Job) -> Job:
         if job.idempotency_key and (existing := self.store.by_idempotency_key(job.idempotency_key)):
@@ -316,9 +314,7 @@ class JobService:
                 if adopted
                 else await self._prepare(job, slot, life)
             )
-            self._executions[job.id] = execution
-            if self.store.get(job.id).cancel_requested:  # cancelled between claim and start
-                execution.stop()
+            self._executions[job.id] = execution  # from here on, cancel() reaches it directly
             result = await execution.run()
             if job.type == JobType.train:
                 life.artifacts(scan_training(job, self.workspace))
@@ -334,6 +330,9 @@ class JobService:
             if slot.generator is not None:  # a training needs the whole GPU: the warm generator goes
                 await slot.generator.shutdown()
                 slot.generator = None
+            # The launched config comes from the database, so a queued job survives a lost output folder.
+            config_text = yaml.dump(job.config["ai_toolkit"], Dumper=YAML_DUMPER, sort_keys=False, allow_unicode=True)
+            atomic_write_text(self.workspace.root / job.config["config_path"], config_text, durable=False)
             return TrainingExecution(job=job, gpu=slot.gpu, settings=self.settings, workspace=self.workspace, life=life)
         if slot.generator is None:
             slot.generator = WarmGenerator(

@@ -101,15 +101,19 @@ class Workspace:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: Path) -> Iterator[BinaryIO]:
-    """Write a file through a temporary sibling renamed into place; nothing is left on failure."""
+def atomic_writer(path: Path, *, durable: bool = True) -> Iterator[BinaryIO]:
+    """Write a file through a temporary sibling renamed into place; nothing is left on failure.
+
+    durable=False skips the fsync, for files that are rewritten from the database when lost.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -123,6 +127,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str, *, durable: bool = True) -> None:
     """Write UTF-8 text to path atomically."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+    with atomic_writer(path, durable=durable) as handle:
+        handle.write(text.encode("utf-8"))
