@@ -195,7 +195,7 @@ def read_chunk(
     if not isinstance(path, str) or not path:
         raise InvalidInput("file_path", "is required")
     target = workspace.resolve(path, field="file_path")
-    if not target.exists():
+    if not target.exists() or workspace.is_private(target):
         raise NotFound(f"file '{path}' does not exist in the workspace", field="file_path")
     if not target.is_file():
         raise InvalidInput("file_path", "is not a regular file")

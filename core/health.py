@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from dataclasses import asdict
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,10 +63,8 @@ def health_report(service: JobService) -> dict[str, Any]:
         "status": "ok" if database_ok and toolkit["found"] else "degraded",
         "version": __version__,
         "worker_id": service.settings.worker_id,
-        "gpus": [gpu.__dict__ if hasattr(gpu, "__dict__") else gpu._asdict() for gpu in detect_gpus()],
-        "slots": [
-            {"gpu": slot.label, "job_id": slot.job_id, "warm_model": slot.warm_model} for slot in service.scheduler.slots
-        ],
+        "gpus": [asdict(gpu) for gpu in detect_gpus()],
+        "slots": [{"gpu": s.label, "job_id": s.job_id, "warm_model": s.warm_model} for s in service.scheduler.slots],
         "ai_toolkit": toolkit,
         "disk": disk_report(service.workspace.root),
         "database": {"ok": database_ok, "dialect": service.engine.dialect.name},

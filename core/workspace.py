@@ -17,6 +17,8 @@ SUBDIRS = ("training_data", "models", "output", "logs")
 SEED_ROOT = "/workspace"
 # Percent-encoded '/', '\' and '.': a path from a URL is decoded once, so these can only be a trick.
 _ENCODED = re.compile(r"%(2f|5c|2e|25)", re.IGNORECASE)
+# The process table's SQLite file and its WAL/SHM companions live at the root and are never served.
+_DB_FILE = re.compile(r".*\.(db|sqlite|sqlite3)(-wal|-shm|-journal)?")
 
 
 class Workspace:
@@ -84,6 +86,13 @@ class Workspace:
         if resolved != self.root and not resolved.is_relative_to(self.root):
             raise PathEscape(field, "points outside the workspace")
         return resolved
+
+    def is_private(self, path: Path) -> bool:
+        """True for files the server keeps for itself: its database at the root, and hidden names."""
+        rel = Path(path).resolve().relative_to(self.root)
+        if any(part.startswith(".") for part in rel.parts):
+            return True
+        return len(rel.parts) == 1 and _DB_FILE.fullmatch(rel.name) is not None
 
     def relative(self, path: Path) -> str:
         """The workspace-relative POSIX form of an absolute path inside the workspace."""

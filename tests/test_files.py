@@ -338,3 +338,14 @@ def test_build_zip_refuses_paths_outside(ws: Workspace, tmp_path: Path) -> None:
     with pytest.raises(PathEscape):
         build_zip(ws, [outside], bundle_name="x")
     assert not (ws.output / "bundles" / "x.zip").exists()
+
+
+def test_read_chunk_never_serves_the_database_or_hidden_files(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path / "ws").ensure()
+    (ws.root / "lorapod.db").write_bytes(b"SQLite format 3\x00")
+    (ws.root / "lorapod.db-wal").write_bytes(b"wal")
+    (ws.output / ".staging").mkdir()
+    (ws.output / ".staging" / "x.png").write_bytes(b"x")
+    for path in ("lorapod.db", "/workspace/lorapod.db", "lorapod.db-wal", "output/.staging/x.png"):
+        with pytest.raises(NotFound):
+            read_chunk(ws, path, max_length=1024)
