@@ -500,6 +500,8 @@ def parse_yaml_config(text: str, *, workspace: Workspace, job_id: str, max_bytes
     base_model = model.get("name_or_path")
     if not isinstance(base_model, str) or not base_model.strip():
         raise InvalidInput("config.process[0].model.name_or_path", "is missing: name the base model to train on")
+    for key in ("name_or_path", "lora_path", "assistant_lora_path", "vae_path", "te_name_or_path"):
+        _rewrite_local_path(model, key, workspace, f"config.process[0].model.{key}")
     datasets = _rewrite_datasets(process, workspace)
     total_steps = _steps(process)
 
@@ -521,6 +523,14 @@ def parse_yaml_config(text: str, *, workspace: Workspace, job_id: str, max_bytes
         datasets=datasets,
         warnings=warnings,
     )
+
+
+def _rewrite_local_path(section: dict[str, Any], key: str, workspace: Workspace, field: str) -> None:
+    """A model key that names a local path must stay in the workspace; a Hub repo id ("org/name") passes."""
+    value = section.get(key)
+    if not isinstance(value, str) or (not value.startswith(("/", "./", "../", "~")) and ".." not in value.split("/")):
+        return
+    section[key] = str(workspace.resolve(value, field=field))
 
 
 def _kind(value: Any) -> str:

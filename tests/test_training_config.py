@@ -555,3 +555,25 @@ def test_ui_and_upload_settings_are_taken_over(ws: Workspace) -> None:
 @pytest.mark.parametrize("steps", [0, -5, "many", 2.5, True])
 def test_bad_steps_are_refused(ws: Workspace, steps: Any) -> None:
     parse_refused(ws, yaml_with(train={"steps": steps}), "config.process[0].train.steps")
+
+
+@pytest.mark.parametrize("key", ["name_or_path", "lora_path", "assistant_lora_path"])
+def test_yaml_model_paths_stay_in_the_workspace(ws: Workspace, key: str) -> None:
+    text = yaml.safe_dump(
+        {
+            "job": "extension",
+            "config": {
+                "name": "m",
+                "process": [
+                    {
+                        "type": "sd_trainer",
+                        "model": {"name_or_path": "org/model", key: "/etc/shadow"},
+                        "datasets": [{"folder_path": "training_data/faces"}],
+                    }
+                ],
+            },
+        }
+    )
+    with pytest.raises(InvalidInput) as err:
+        parse_yaml_config(text, workspace=ws, job_id="train_000000000001")
+    assert err.value.field == f"config.process[0].model.{key}"
