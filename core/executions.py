@@ -46,15 +46,21 @@ def subprocess_env(settings: Settings, workspace: Workspace) -> dict[str, str]:
     return env
 
 
-class TrainingExecution:
-    """ai-toolkit's run.py on the job's config, on one GPU slot."""
+class TrainerExecution:
+    """An ai-toolkit trainer on a slot: started here, or adopted after a server restart."""
 
-    def __init__(self, *, job: Job, gpu: str | None, settings: Settings, workspace: Workspace, life: JobLifecycle):
-        self.life = life
-        toolkit_dir = settings.ai_toolkit_dir or Path("/nonexistent-ai-toolkit")
-        self.run_ = TrainingRun(
+    def __init__(self, trainer: TrainingRun | AdoptedTraining, grace: float) -> None:
+        self.trainer = trainer
+        self.grace = grace
+
+    @classmethod
+    def launch(
+        cls, *, job: Job, gpu: str | None, settings: Settings, workspace: Workspace, life: JobLifecycle
+    ) -> TrainerExecution:
+        """ai-toolkit's run.py on the job's config, on one GPU slot."""
+        trainer = TrainingRun(
             python=settings.ai_toolkit_python,
-            toolkit_dir=toolkit_dir,
+            toolkit_dir=settings.ai_toolkit_dir or Path("/nonexistent-ai-toolkit"),
             config_path=workspace.root / job.config["config_path"],
             job_name=job.config["name"],
             save_root=workspace.root / job.config["save_root"],
@@ -66,23 +72,12 @@ class TrainingExecution:
             on_artifacts=life.artifacts,
             progress_interval=settings.progress_interval_seconds,
         )
-        self.grace = settings.stop_grace_seconds
+        return cls(trainer, settings.stop_grace_seconds)
 
-    async def run(self) -> ExecutionResult:
-        """Run the trainer and map its outcome to a job status."""
-        outcome = await self.run_.run()
-        return ExecutionResult(JobStatus(outcome.status), outcome.error, outcome.exit_code)
-
-    def stop(self) -> None:
-        """SIGINT now, SIGKILL to the group after the grace period."""
-        self.run_.request_stop(self.grace)
-
-
-class AdoptedExecution:
-    """A trainer a previous server run started and that outlived it, watched through its pid and log."""
-
-    def __init__(self, *, job: Job, settings: Settings, workspace: Workspace, life: JobLifecycle):
-        self.run_ = AdoptedTraining(
+    @classmethod
+    def adopt(cls, *, job: Job, settings: Settings, workspace: Workspace, life: JobLifecycle) -> TrainerExecution:
+        """A trainer a previous server run started and that outlived it, watched through its pid and log."""
+        trainer = AdoptedTraining(
             pid=int(job.pid or 0),
             log_path=workspace.root / str(job.log_path),
             job_name=job.config["name"],
@@ -91,16 +86,16 @@ class AdoptedExecution:
             on_artifacts=life.artifacts,
             progress_interval=settings.progress_interval_seconds,
         )
-        self.grace = settings.stop_grace_seconds
+        return cls(trainer, settings.stop_grace_seconds)
 
     async def run(self) -> ExecutionResult:
-        """Watch until the trainer exits and judge its outcome from the log and the output folder."""
-        outcome = await self.run_.run()
+        """Follow the trainer to its end and map its outcome to a job status."""
+        outcome = await self.trainer.run()
         return ExecutionResult(JobStatus(outcome.status), outcome.error, outcome.exit_code)
 
     def stop(self) -> None:
         """SIGINT now, SIGKILL to the group after the grace period."""
-        self.run_.request_stop(self.grace)
+        self.trainer.request_stop(self.grace)
 
 
 class GenerationExecution:

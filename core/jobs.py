@@ -17,10 +17,9 @@ from sqlalchemy.engine import Engine
 from core.db import make_engine, migrate
 from core.errors import Conflict, InvalidInput, Unavailable
 from core.executions import (
-    AdoptedExecution,
     Execution,
     GenerationExecution,
-    TrainingExecution,
+    TrainerExecution,
     scan_generated,
     scan_training,
     subprocess_env,
@@ -310,7 +309,7 @@ class JobService:
         self.notifier.notify(job.id)
         try:
             execution = (
-                AdoptedExecution(job=job, settings=self.settings, workspace=self.workspace, life=life)
+                TrainerExecution.adopt(job=job, settings=self.settings, workspace=self.workspace, life=life)
                 if adopted
                 else await self._prepare(job, slot, life)
             )
@@ -333,7 +332,9 @@ class JobService:
             # The launched config comes from the database, so a queued job survives a lost output folder.
             config_text = yaml.dump(job.config["ai_toolkit"], Dumper=YAML_DUMPER, sort_keys=False, allow_unicode=True)
             atomic_write_text(self.workspace.root / job.config["config_path"], config_text, durable=False)
-            return TrainingExecution(job=job, gpu=slot.gpu, settings=self.settings, workspace=self.workspace, life=life)
+            return TrainerExecution.launch(
+                job=job, gpu=slot.gpu, settings=self.settings, workspace=self.workspace, life=life
+            )
         if slot.generator is None:
             slot.generator = WarmGenerator(
                 python=self.settings.ai_toolkit_python,
