@@ -237,8 +237,10 @@ class TrainingRun:
         if returncode == 0:
             stopped = self.stop_requested or summary.stopped
             return RunOutcome("cancelled" if stopped else "completed", 0, None)
-        if self.stop_requested and (returncode < 0 or returncode == 130 or summary.error == STOP_BANNER):
-            # Older checkouts die by the SIGINT itself; a trainer that ignored it was killed after the grace.
+        interrupted = any("KeyboardInterrupt" in line for line in summary.last_lines)
+        if self.stop_requested and (returncode < 0 or returncode == 130 or interrupted or summary.error == STOP_BANNER):
+            # Older checkouts die by the SIGINT itself; one stopped while still importing ends on a
+            # KeyboardInterrupt traceback; a trainer that ignored it was killed after the grace.
             return RunOutcome("cancelled", returncode, None)
         if returncode < 0:
             return RunOutcome("failed", returncode, f"ai-toolkit was {describe_signal(returncode)}")

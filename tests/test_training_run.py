@@ -451,3 +451,31 @@ def test_trainer_env() -> None:
     }
     assert trainer_env(base, None, None)["CUDA_VISIBLE_DEVICES"] == "0,1"
     assert base["AITK_JOB_ID"] == "x"  # the caller's mapping is not changed
+
+
+async def test_stop_while_the_trainer_is_still_starting_is_cancelled(tmp_path: Path) -> None:
+    """A SIGINT that lands before run.py's own handler (imports take ~15 s for real) ends as cancelled."""
+    toolkit = tmp_path / "toolkit"
+    toolkit.mkdir()
+    # a run.py that is still "importing" (sleeping) when the stop comes: KeyboardInterrupt, traceback, exit 1
+    (toolkit / "run.py").write_text(
+        "import sys, time\ntry:\n    time.sleep(30)\nexcept KeyboardInterrupt:\n"
+        "    import traceback; traceback.print_exc(); sys.exit(1)\n"
+    )
+    run = TrainingRun(
+        python=sys.executable,
+        toolkit_dir=toolkit,
+        config_path=tmp_path / "c.yaml",
+        job_name="j",
+        save_root=tmp_path / "out" / "j",
+        log_path=tmp_path / "j.log",
+        gpu=None,
+        poll_interval=0.05,
+    )
+    task = asyncio.create_task(run.run())
+    while run.pid is None:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.5)
+    run.request_stop(5.0)
+    outcome = await task
+    assert outcome.status == "cancelled" and outcome.exit_code == 1
