@@ -1,0 +1,515 @@
+"""The warm generator: one long-lived generate_worker process per GPU slot, driven over JSON lines.
+
+Logs: the worker's stdout and stderr go to a log file, never through a pipe we must drain. With a per-job
+`log_path_for`, the worker is started writing to the first job's log and each request carries its job's
+log path, so the worker moves its output there (fd-level, so native libraries follow) for that request and
+after it; lorapod's own notes (worker started, worker died) are appended to the same file by this client.
+With a single fixed Path, everything goes to that one file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import signal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from gpu.process import describe_signal
+from gpu.progress import Progress
+
+log = logging.getLogger(__name__)
+
+WORKER_SCRIPT = Path(__file__).resolve().with_name("generate_worker.py")
+# Room for a long "done" event (many image paths) on the protocol stream.
+_STREAM_LIMIT = 4 * 1024 * 1024
+# How long an exited worker may take to close its pipes, or a worker that closed them to exit.
+_REAP_SECONDS = 5.0
+# A traceback's last line, e.g. "ModuleNotFoundError: No module named 'diffusers'" or "torch.OutOfMemoryError: ...".
+_EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception|Exit|Interrupt)\b(?::.*)?$")
+_MAX_CAUSE = 300
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What to generate: prompts on a base model with an optional LoRA, into output_dir."""
+
+    job_id: str
+    base_model: str  # a Hub repo id or an absolute local diffusers folder
+    pipeline: str  # "auto", "sd15", "sdxl" or "flux"
+    lora_path: Path | None
+    lora_scale: float
+    prompts: list[str]
+    negative_prompt: str | None
+    width: int
+    height: int
+    steps: int
+    guidance_scale: float
+    seed: int | None
+    num_images: int  # per prompt
+    output_dir: Path
+    output_format: str  # "png", "jpg" or "webp"
+
+    @property
+    def total_images(self) -> int:
+        """Images this request makes: num_images for each prompt."""
+        return self.num_images * len(self.prompts)
+
+
+@dataclass(frozen=True)
+class GenerationOutcome:
+    """How a request ended, the images it wrote, and the worker's base-model load counter."""
+
+    status: Literal["completed", "cancelled", "failed"]
+    images: list[Path]
+    error: str | None
+    loads: int
+
+
+class _WorkerGone(Exception):
+    """The worker process ended or stopped answering."""
+
+
+class _StartFailed(Exception):
+    """The worker could not even be started (e.g. no such interpreter)."""
+
+
+def worker_env(base: Mapping[str, str], gpu: str | None, extra: Mapping[str, str] | None) -> dict[str, str]:
+    """The worker's environment: base, unbuffered output, the chosen GPU, then extra (secrets, cache dir)."""
+    env = dict(base)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # so the index means what nvidia-smi shows
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+    env.update(extra or {})
+    return env
+
+
+class WarmGenerator:
+    """Keeps one generate_worker alive between requests so a base model is loaded once, not per job.
+
+    One request runs at a time. A worker that crashes fails only its request; the next starts a fresh one.
+    An idle worker exits after idle_seconds. Meant to be used from a single event loop.
+    """
+
+    def __init__(
+        self,
+        *,
+        python: str,
+        gpu: str | None,
+        log_path_for: Callable[[str], Path] | Path,
+        extra_env: Mapping[str, str] | None = None,
+        idle_seconds: float = 300.0,
+        cwd: Path | None = None,
+        cancel_grace: float = 60.0,
+        start_timeout: float = 600.0,
+    ) -> None:
+        self.python = python
+        self.gpu = gpu
+        self.idle_seconds = idle_seconds
+        self.cwd = cwd or WORKER_SCRIPT.parent.parent
+        self.cancel_grace = cancel_grace
+        self.start_timeout = start_timeout
+        self.loaded_model: str | None = None
+        self.loads = 0
+        self._log_path_for = log_path_for
+        self._extra_env = dict(extra_env or {})
+        self._proc: asyncio.subprocess.Process | None = None
+        self._lock = asyncio.Lock()
+        self._idle_task: asyncio.Task[None] | None = None
+        self._kill_timer: asyncio.TimerHandle | None = None
+        self._in_flight = False
+        self._cancel_requested = False
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether a worker process is alive."""
+        return self._proc is not None and self._proc.returncode is None
+
+    @property
+    def pid(self) -> int | None:
+        """The worker's pid (also its process group id), None when none runs."""
+        return self._proc.pid if self.running and self._proc is not None else None
+
+    # -- requests ------------------------------------------------------------------------------------
+
+    async def generate(
+        self,
+        request: GenerationRequest,
+        on_progress: Callable[[Progress], None] | None = None,
+        on_image: Callable[[Path], None] | None = None,
+    ) -> GenerationOutcome:
+        """Run one request on the warm worker; never raises for a worker failure, it returns status failed."""
+        self._loop = asyncio.get_running_loop()
+        self._cancel_requested = False
+        async with self._lock:
+            self._stop_idle_timer()
+            log_path = self._log_path(request.job_id)
+            try:
+                return await self._run(request, log_path, on_progress, on_image)
+            except asyncio.CancelledError:
+                # The events of an abandoned request would reach the next one: this worker has to go.
+                self._discard_worker()
+                raise
+            except Exception as exc:
+                log.exception("generation %s failed inside lorapod", request.job_id)
+                self._note(log_path, f"generation failed inside lorapod: {exc}")
+                self._discard_worker()
+                return GenerationOutcome("failed", [], f"generation failed inside lorapod: {exc}", self.loads)
+            finally:
+                self._in_flight = False
+                self._cancel_requested = False  # it was this request's; one waiting for the lock starts afresh
+                self._cancel_kill_timer()
+                self._start_idle_timer()
+
+    def cancel(self) -> None:
+        """Stop the current request (running, or still starting the worker) at its next denoising step.
+
+        The worker stays warm. Should it not answer within cancel_grace seconds (a model still loading), it is
+        killed and the request still ends as cancelled. With no request in progress it does nothing. Safe to
+        call from another thread.
+        """
+        loop = self._loop
+        if loop is not None and loop.is_running() and _running_loop() is not loop:
+            loop.call_soon_threadsafe(self.cancel)
+            return
+        self._cancel_requested = True
+        if not (self._in_flight and self.running):
+            return
+        with contextlib.suppress(_WorkerGone):
+            self._send({"op": "cancel"})
+        if self._kill_timer is None and self._proc is not None:
+            # Bound to this worker: the request then sees the end of its stream and ends as cancelled.
+            self._kill_timer = asyncio.get_running_loop().call_later(self.cancel_grace, self._kill_group, self._proc)
+
+    async def shutdown(self, grace: float = 10.0) -> None:
+        """Ask the worker to exit, wait up to grace seconds, then kill its process group."""
+        if self._idle_task is not None and self._idle_task is not asyncio.current_task():
+            self._idle_task.cancel()
+        self._idle_task = None
+        proc = self._proc
+        if proc is None:
+            return
+        self._stopping = True
+        try:
+            if proc.returncode is None:
+                with contextlib.suppress(_WorkerGone):
+                    self._send({"op": "shutdown"})
+                if proc.stdin is not None:
+                    proc.stdin.close()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.wait(), grace)
+            self._kill_group(proc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), _REAP_SECONDS)
+        finally:
+            if self._proc is proc and not self._in_flight:
+                self._forget_worker()
+            self._stopping = False
+
+    # -- one request -----------------------------------------------------------------------------
+
+    async def _run(
+        self,
+        request: GenerationRequest,
+        log_path: Path,
+        on_progress: Callable[[Progress], None] | None,
+        on_image: Callable[[Path], None] | None,
+    ) -> GenerationOutcome:
+        """Start the worker if needed, send the request, follow its events to the end."""
+        images: list[Path] = []
+        try:
+            await self._ensure_worker(log_path)
+            if self._cancel_requested:
+                return GenerationOutcome("cancelled", [], None, self.loads)
+            self._in_flight = True
+            self._send(self._request_line(request, log_path))
+            await self._drain()
+            return await self._follow(request, images, on_progress, on_image)
+        except _WorkerGone:
+            return await self._worker_died(log_path, images)
+        except _StartFailed as exc:
+            self._note(log_path, str(exc))
+            return GenerationOutcome("failed", [], str(exc), self.loads)
+
+    async def _follow(
+        self,
+        request: GenerationRequest,
+        images: list[Path],
+        on_progress: Callable[[Progress], None] | None,
+        on_image: Callable[[Path], None] | None,
+    ) -> GenerationOutcome:
+        """Read events until the request's done or error."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        rate_from: tuple[float, int] | None = None  # first progress seen: rate excludes the model load
+        while True:
+            event = await self._next_event()
+            if event.get("id") != request.job_id:
+                continue  # a stray line (e.g. about a malformed request); not about this one
+            kind = event.get("event")
+            if kind == "loading":
+                self.loaded_model = None
+            elif kind == "progress" and on_progress is not None:
+                now = loop.time()
+                progress = self._progress(event, request, now - started, rate_from, now)
+                if rate_from is None:
+                    rate_from = (now, progress.step)
+                _safely(on_progress, progress)
+            elif kind == "image":
+                path = Path(event["path"])
+                images.append(path)
+                if on_image is not None:
+                    _safely(on_image, path)
+            elif kind == "done":
+                self.loads = int(event.get("loads", self.loads))
+                self.loaded_model = request.base_model
+                status = "cancelled" if event.get("status") == "cancelled" else "completed"
+                return GenerationOutcome(status, images, None, self.loads)
+            elif kind == "error":
+                self.loads = int(event.get("loads", self.loads))
+                self.loaded_model = event.get("base_model")
+                return GenerationOutcome("failed", images, str(event.get("message") or "generation failed"), self.loads)
+
+    @staticmethod
+    def _progress(
+        event: dict[str, Any],
+        request: GenerationRequest,
+        elapsed: float,
+        rate_from: tuple[float, int] | None,
+        now: float,
+    ) -> Progress:
+        """The worker's (image, step) as overall steps over all images, with speed and time left."""
+        steps = int(event.get("steps") or request.steps)
+        images = int(event.get("images") or request.total_images)
+        step = int(event.get("image", 0)) * steps + int(event.get("step", 0))
+        total = images * steps
+        rate = eta = None
+        if rate_from is not None and now > rate_from[0] and step > rate_from[1]:
+            rate = (step - rate_from[1]) / (now - rate_from[0])
+            eta = (total - step) / rate
+        return Progress(step=step, total=total, rate=rate, elapsed_seconds=elapsed, eta_seconds=eta)
+
+    def _request_line(self, request: GenerationRequest, log_path: Path) -> dict[str, Any]:
+        """The generate op for the worker."""
+        return {
+            "op": "generate",
+            "id": request.job_id,
+            "base_model": request.base_model,
+            "pipeline": request.pipeline,
+            "lora_path": str(request.lora_path) if request.lora_path else None,
+            "lora_scale": request.lora_scale,
+            "prompts": list(request.prompts),
+            "negative_prompt": request.negative_prompt,
+            "width": request.width,
+            "height": request.height,
+            "steps": request.steps,
+            "guidance_scale": request.guidance_scale,
+            "seed": request.seed,
+            "num_images": request.num_images,
+            "output_dir": str(request.output_dir),
+            "output_format": request.output_format,
+            "log_path": str(log_path) if callable(self._log_path_for) else None,
+        }
+
+    # -- the worker process ----------------------------------------------------------------------
+
+    async def _ensure_worker(self, log_path: Path) -> None:
+        """A live worker that has said ready; starts one if there is none (or the last one died idle)."""
+        if self._proc is not None and self._proc.returncode is not None:
+            self._note(log_path, f"the idle generation worker {describe_signal(self._proc.returncode)}")
+            self._kill_group(self._proc)
+            self._forget_worker()
+        if self._proc is not None:
+            return
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = worker_env(os.environ, self.gpu, self._extra_env)
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                self.python,
+                str(WORKER_SCRIPT),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=log_fd,
+                cwd=str(self.cwd),
+                env=env,
+                start_new_session=True,
+                limit=_STREAM_LIMIT,
+            )
+        except OSError as exc:
+            raise _StartFailed(f"could not start the generation worker with {self.python}: {exc}") from exc
+        finally:
+            os.close(log_fd)  # the worker holds its own copy
+        self.loads = 0
+        self.loaded_model = None
+        self._note(log_path, f"started generation worker pid {self._proc.pid}")
+        try:
+            ready = await asyncio.wait_for(self._next_event(), self.start_timeout)
+        except TimeoutError:
+            self._kill_group(self._proc)
+            raise _WorkerGone from None
+        if ready.get("event") != "ready":
+            raise _WorkerGone
+
+    async def _next_event(self) -> dict[str, Any]:
+        """The next event from the worker; _WorkerGone at the end of its stream."""
+        proc = self._proc
+        if proc is None or proc.stdout is None:
+            raise _WorkerGone
+        while True:
+            try:
+                line = await proc.stdout.readline()
+            except (ValueError, asyncio.LimitOverrunError, ConnectionError) as exc:
+                raise _WorkerGone from exc
+            if not line:
+                raise _WorkerGone
+            try:
+                event = json.loads(line)
+            except ValueError:
+                log.warning("generation worker wrote a line that is not JSON: %r", line[:200])
+                continue
+            if isinstance(event, dict):
+                return event
+
+    def _send(self, message: dict[str, Any]) -> None:
+        """Write one request line (buffered; call _drain to wait for it to leave)."""
+        proc = self._proc
+        if proc is None or proc.stdin is None or proc.returncode is not None or proc.stdin.is_closing():
+            raise _WorkerGone
+        try:
+            proc.stdin.write((json.dumps(message) + "\n").encode("utf-8"))
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise _WorkerGone from exc
+
+    async def _drain(self) -> None:
+        """Wait until buffered request lines reached the worker."""
+        proc = self._proc
+        if proc is None or proc.stdin is None:
+            raise _WorkerGone
+        try:
+            await proc.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise _WorkerGone from exc
+
+    async def _worker_died(self, log_path: Path, images: list[Path]) -> GenerationOutcome:
+        """The worker ended mid-request: reap it, say how in the log, and fail (or cancel) the request."""
+        proc = self._proc
+        how = "ended"
+        returncode: int | None = None
+        if proc is not None:
+            try:
+                returncode = await asyncio.wait_for(proc.wait(), _REAP_SECONDS)
+            except TimeoutError:  # it closed its protocol stream but lives on: it is of no use any more
+                self._kill_group(proc)
+                returncode = await proc.wait()
+            how = describe_signal(returncode)
+            self._kill_group(proc)  # anything it started
+            self._forget_worker()
+        if self._stopping:
+            message = f"the generation worker was shut down ({how})"
+        else:
+            message = f"the generation worker died ({how})"
+            # An uncaught Python exception exits with status 1 after printing it; a signal leaves no such line.
+            if returncode is not None and returncode > 0 and (cause := last_error_line(log_path)):
+                message += f": {cause}"
+        self._note(log_path, message)
+        if self._cancel_requested:
+            return GenerationOutcome("cancelled", images, None, self.loads)
+        return GenerationOutcome("failed", images, message, self.loads)
+
+    def _forget_worker(self) -> None:
+        """No worker any more: the next request starts a fresh one."""
+        self._proc = None
+        self.loaded_model = None
+
+    def _discard_worker(self) -> None:
+        """Kill the worker without a say and forget it; asyncio reaps it in the background."""
+        if self._proc is not None:
+            self._kill_group(self._proc)
+        self._forget_worker()
+
+    @staticmethod
+    def _kill_group(proc: asyncio.subprocess.Process) -> None:
+        """SIGKILL every process in the worker's group; a no-op once it is empty."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    def _cancel_kill_timer(self) -> None:
+        if self._kill_timer is not None:
+            self._kill_timer.cancel()
+            self._kill_timer = None
+
+    # -- idling ----------------------------------------------------------------------------------
+
+    def _start_idle_timer(self) -> None:
+        """After a request: shut the worker down if no other comes within idle_seconds."""
+        if self.running:
+            self._idle_task = asyncio.get_running_loop().create_task(self._shutdown_when_idle())
+
+    def _stop_idle_timer(self) -> None:
+        if self._idle_task is not None:
+            self._idle_task.cancel()
+            self._idle_task = None
+
+    async def _shutdown_when_idle(self) -> None:
+        await asyncio.sleep(self.idle_seconds)
+        # Under the lock, so a request arriving now waits and then starts a fresh worker.
+        async with self._lock:
+            if self._idle_task is asyncio.current_task():
+                log.info("generation worker idle for %.0f s: shutting it down", self.idle_seconds)
+                await self.shutdown()
+
+    # -- logs ------------------------------------------------------------------------------------
+
+    def _log_path(self, job_id: str) -> Path:
+        """The log file for a job's request."""
+        return Path(self._log_path_for(job_id) if callable(self._log_path_for) else self._log_path_for)
+
+    @staticmethod
+    def _note(log_path: Path, text: str) -> None:
+        """Append one of lorapod's own lines to a job's log."""
+        try:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(log_path, "a", encoding="utf-8") as handle:
+                handle.write(f"[lorapod] {text}\n")
+        except OSError:
+            log.warning("could not write to %s: %s", log_path, text)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running in this thread, if any."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def last_error_line(log_path: Path, *, window: int = 16 * 1024) -> str | None:
+    """The last Python exception line ("SomeError: ...") near the end of a log, to say why a worker died."""
+    try:
+        with open(log_path, "rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - window))
+            tail = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in reversed(tail.splitlines()):
+        if _EXCEPTION_LINE.match(line):
+            return line.strip()[:_MAX_CAUSE]
+    return None
+
+
+def _safely(callback: Callable[[Any], None], value: Any) -> None:
+    """Run a caller's callback; its failure is logged and does not end the request."""
+    try:
+        callback(value)
+    except Exception:
+        log.exception("a generation callback failed")
