@@ -19,5 +19,6 @@ def check_bearer(request: Request, settings: Settings) -> None:
     # The RunPod docs show both "Bearer <key>" and a bare key; accept both, compare in constant time.
     supplied = token.strip() if scheme.lower() == "bearer" else header.strip()
     if not supplied or not hmac.compare_digest(supplied.encode(), expected):
-        raise HTTPException(status_code=401, detail="missing or invalid bearer token",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            status_code=401, detail="missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )

@@ -16,9 +16,13 @@ def choose_host(settings: Settings, cli_host: str | None) -> tuple[str, str | No
     if settings.api_key is not None:
         return cli_host or settings.host, None
     if cli_host:
-        note = None if cli_host == LOOPBACK else (
-            f"LORAPOD_API_KEY is not set and --host {cli_host} was given: the API is open to anyone who can "
-            "reach this address; set LORAPOD_API_KEY"
+        note = (
+            None
+            if cli_host == LOOPBACK
+            else (
+                f"LORAPOD_API_KEY is not set and --host {cli_host} was given: the API is open to anyone who can "
+                "reach this address; set LORAPOD_API_KEY"
+            )
         )
         return cli_host, note
     note = "LORAPOD_API_KEY is not set: the API has no authentication, so it listens on 127.0.0.1 only"
@@ -62,8 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m app", description="lorapod: LoRA-training job server")
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="run the REST API (and the RunPod-compatible routes)")
-    serve_cmd.add_argument("--host", default=None, help="address to bind; default LORAPOD_HOST (127.0.0.1 "
-                           "when LORAPOD_API_KEY is unset)")
+    serve_cmd.add_argument(
+        "--host", default=None, help="address to bind; default LORAPOD_HOST (127.0.0.1 when LORAPOD_API_KEY is unset)"
+    )
     serve_cmd.add_argument("--port", type=int, default=None, help="port to bind; default LORAPOD_PORT (8000)")
     serve_cmd.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     commands.add_parser("migrate", help="create the workspace and apply database migrations")

@@ -61,8 +61,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _os_error(_request: Request, exc: OSError) -> JSONResponse:
         # A caller path the filesystem itself refuses (a name over 255 bytes) is bad input, not a fault.
         if exc.errno in (errno.ENAMETOOLONG, errno.EILSEQ):
-            return JSONResponse({"error": "path: is too long or not a valid file name", "field": "path"},
-                                status_code=422)
+            return JSONResponse(
+                {"error": "path: is too long or not a valid file name", "field": "path"}, status_code=422
+            )
         log.exception("unexpected error", exc_info=exc)
         return JSONResponse({"error": "internal server error"}, status_code=500)
 

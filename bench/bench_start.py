@@ -60,8 +60,12 @@ async def main() -> int:
     JobLifecycle.started = record_spawn(JobLifecycle.started)  # type: ignore[method-assign]
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(
-            workspace=Path(tmp) / "ws", AI_TOOLKIT_DIR=FAKE_TOOLKIT, AI_TOOLKIT_PYTHON=sys.executable,
-            gpus="0", progress_interval_seconds=0.2, worker_id="bench",
+            workspace=Path(tmp) / "ws",
+            AI_TOOLKIT_DIR=FAKE_TOOLKIT,
+            AI_TOOLKIT_PYTHON=sys.executable,
+            gpus="0",
+            progress_interval_seconds=0.2,
+            worker_id="bench",
         )
         service = JobService(settings)
         await service.start()

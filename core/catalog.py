@@ -187,9 +187,11 @@ def _cached_models(workspace: Workspace, cache: Path) -> list[BaseModelInfo]:
         revisions = sorted(p.name for p in snapshots.iterdir() if p.is_dir())
         diffusers = any((snapshots / rev / "model_index.json").exists() for rev in revisions)
         blobs = repo / "blobs"
-        size = sum(
-            p.stat().st_size for p in blobs.iterdir() if p.is_file() and not p.name.endswith(".incomplete")
-        ) if blobs.is_dir() else 0
+        size = (
+            sum(p.stat().st_size for p in blobs.iterdir() if p.is_file() and not p.name.endswith(".incomplete"))
+            if blobs.is_dir()
+            else 0
+        )
         inside = repo.is_relative_to(workspace.root)
         found.append(
             BaseModelInfo(

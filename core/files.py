@@ -30,8 +30,23 @@ _KIND_BY_SUFFIX = {
 }
 # Compressing these again costs CPU and saves nothing.
 _STORED_SUFFIXES = frozenset(
-    {".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".png", ".jpg", ".jpeg", ".webp", ".gif", ".zip", ".gz",
-     ".tgz", ".mp4", ".webm"}
+    {
+        ".safetensors",
+        ".ckpt",
+        ".pt",
+        ".pth",
+        ".bin",
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".webp",
+        ".gif",
+        ".zip",
+        ".gz",
+        ".tgz",
+        ".mp4",
+        ".webm",
+    }
 )
 _DB_FILE = re.compile(r".*\.(db|sqlite|sqlite3)(-wal|-shm|-journal)?")
 _BUNDLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")

@@ -14,9 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     """lorapod's configuration; secrets are SecretStr and never appear in a repr."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="LORAPOD_", extra="ignore", env_file=None, populate_by_name=True
-    )
+    model_config = SettingsConfigDict(env_prefix="LORAPOD_", extra="ignore", env_file=None, populate_by_name=True)
 
     workspace: Path = Field(Path("./workspace"), description="Root of datasets, models, outputs and logs.")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default an SQLite file in the workspace.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
+import core.calls  # registers the calls table on SQLModel.metadata
 import core.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from core.db import make_engine
 from core.settings import Settings

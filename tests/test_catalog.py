@@ -52,7 +52,10 @@ def test_loras_with_steps_process_ids_and_order(ws: Workspace) -> None:
     lora(out / "manual" / "dog.safetensors", mtime=500)
     found = list_loras(ws)
     assert [f.name for f in found] == [
-        "cat.safetensors", "cat_000000500.safetensors", "cat_000000250.safetensors", "dog.safetensors"
+        "cat.safetensors",
+        "cat_000000500.safetensors",
+        "cat_000000250.safetensors",
+        "dog.safetensors",
     ]
     final, five_hundred, two_fifty, dog = found
     assert (final.step, final.final, final.process_id) == (1000, True, JOB)
@@ -137,8 +140,11 @@ def test_base_models_local_and_hub_cache(ws: Workspace, tmp_path: Path) -> None:
     write(ws.models / "checkpoints" / "dream.safetensors", b"c" * 300)
     write(ws.models / "old.ckpt", b"k" * 200)
     write(ws.models / "readme.md", b"not a model")
-    hub_repo(ws.hf_cache / "hub", "models--black-forest-labs--FLUX.1-dev",
-             {"abc123": {"model_index.json": b"{}", "transformer/w.safetensors": b"t" * 5000}})
+    hub_repo(
+        ws.hf_cache / "hub",
+        "models--black-forest-labs--FLUX.1-dev",
+        {"abc123": {"model_index.json": b"{}", "transformer/w.safetensors": b"t" * 5000}},
+    )
     write(ws.hf_cache / "hub" / "models--black-forest-labs--FLUX.1-dev" / "blobs" / "part.incomplete", b"p" * 99)
     hub_repo(ws.hf_cache, "models--openai--clip-vit-large-patch14", {"r1": {"config.json": b"{}"}, "r2": {}})
     write(ws.hf_cache / "datasets--x--y" / "snapshots" / "r" / "data.csv", b"a,b")
@@ -147,8 +153,12 @@ def test_base_models_local_and_hub_cache(ws: Workspace, tmp_path: Path) -> None:
 
     models = {m.name: m for m in list_base_models(ws, extra_caches=[extra, ws.hf_cache])}
     assert set(models) == {
-        "sdxl-base", "checkpoints/dream.safetensors", "old.ckpt",
-        "black-forest-labs/FLUX.1-dev", "openai/clip-vit-large-patch14", "gpt2",
+        "sdxl-base",
+        "checkpoints/dream.safetensors",
+        "old.ckpt",
+        "black-forest-labs/FLUX.1-dev",
+        "openai/clip-vit-large-patch14",
+        "gpt2",
     }
     local = models["sdxl-base"]
     assert (local.source, local.format, local.path, local.repo_id) == ("local", "diffusers", "models/sdxl-base", None)
@@ -157,7 +167,10 @@ def test_base_models_local_and_hub_cache(ws: Workspace, tmp_path: Path) -> None:
     assert models["checkpoints/dream.safetensors"].size == 300
     flux = models["black-forest-labs/FLUX.1-dev"]
     assert (flux.source, flux.format, flux.repo_id, flux.revisions) == (
-        "hf_cache", "diffusers", "black-forest-labs/FLUX.1-dev", ["abc123"]
+        "hf_cache",
+        "diffusers",
+        "black-forest-labs/FLUX.1-dev",
+        ["abc123"],
     )
     assert flux.size == 2 + 5000  # blobs only, the unfinished download left out
     assert flux.path == "models/huggingface/hub/models--black-forest-labs--FLUX.1-dev"

@@ -420,8 +420,13 @@ def test_corrupt_zip_is_skipped(store: DatasetStore) -> None:
 def test_get_reports_files_pairs_and_persisted_skips(store: DatasetStore, ws: Workspace) -> None:
     store.save_files(
         "cats",
-        [("a.png", io.BytesIO(PNG)), ("b.jpg", io.BytesIO(JPEG)), ("b.txt", io.BytesIO(b"b")),
-         ("orphan.txt", io.BytesIO(b"o")), ("fake.png", io.BytesIO(b"text"))],
+        [
+            ("a.png", io.BytesIO(PNG)),
+            ("b.jpg", io.BytesIO(JPEG)),
+            ("b.txt", io.BytesIO(b"b")),
+            ("orphan.txt", io.BytesIO(b"o")),
+            ("fake.png", io.BytesIO(b"text")),
+        ],
     )
     info = store.get("cats")
     assert (info.images, info.captions) == (2, 2)

@@ -174,8 +174,10 @@ def test_offset_at_end_is_an_empty_final_chunk(ws: Workspace) -> None:
     assert (chunk.length, chunk.content_b64, chunk.next_offset, chunk.done) == (0, "", None, True)
 
 
-@pytest.mark.parametrize(("kwargs", "field"), [({"offset": 6}, "offset"), ({"offset": -1}, "offset"),
-                                               ({"length": 0}, "length"), ({"offset": True}, "offset")])
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [({"offset": 6}, "offset"), ({"offset": -1}, "offset"), ({"length": 0}, "length"), ({"offset": True}, "offset")],
+)
 def test_bad_offsets_and_lengths(ws: Workspace, kwargs: dict[str, int], field: str) -> None:
     with pytest.raises(InvalidInput) as caught:
         read_chunk(ws, "training_data/cats/a.txt", max_length=100, **kwargs)  # type: ignore[arg-type]

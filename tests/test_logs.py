@@ -122,8 +122,9 @@ def test_invalid_utf8_is_replaced(tmp_path: Path) -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(chunks=st.lists(st.text(alphabet="ab\r\n", max_size=12), min_size=1, max_size=8))
-def test_incremental_reads_add_up_to_one_whole_read(tmp_path_factory: pytest.TempPathFactory,
-                                                    chunks: list[str]) -> None:
+def test_incremental_reads_add_up_to_one_whole_read(
+    tmp_path_factory: pytest.TempPathFactory, chunks: list[str]
+) -> None:
     # However the log grows, the lines read piece by piece are the lines of the finished log.
     path = tmp_path_factory.mktemp("log") / "job.log"
     path.write_bytes(b"")

@@ -152,8 +152,14 @@ def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def test_migrate_creates_the_jobs_table(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "app", "migrate"], cwd=REPO_ROOT, env=cli_env(tmp_path),
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "app", "migrate"],
+        cwd=REPO_ROOT,
+        env=cli_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     engine = make_engine(f"sqlite:///{tmp_path / 'ws' / 'lorapod.db'}")
     assert "jobs" in inspect(engine).get_table_names()
@@ -163,8 +169,14 @@ def test_migrate_creates_the_jobs_table(tmp_path: Path) -> None:
 def test_serve_without_key_binds_loopback_and_says_so(tmp_path: Path) -> None:
     port = free_port()
     env = cli_env(tmp_path, LORAPOD_HOST="0.0.0.0", LORAPOD_PORT=str(port))
-    process = subprocess.Popen([sys.executable, "-m", "app", "serve", "--log-level", "warning"], cwd=REPO_ROOT,
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve", "--log-level", "warning"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:

@@ -88,8 +88,13 @@ def test_files_that_lie_about_their_type(client: TestClient, settings: Settings)
     response = upload(
         client,
         "liars",
-        [("fake.png", b"this is not a png at all"), ("photo.png", jpeg()), ("anim.gif", gif()),
-         ("script.sh", b"#!/bin/sh\nrm -rf /\n"), ("real.png", png())],
+        [
+            ("fake.png", b"this is not a png at all"),
+            ("photo.png", jpeg()),
+            ("anim.gif", gif()),
+            ("script.sh", b"#!/bin/sh\nrm -rf /\n"),
+            ("real.png", png()),
+        ],
     )
     summary = response.json()
     assert response.status_code == 200
@@ -122,8 +127,9 @@ def test_zip_is_unpacked_with_subfolders(client: TestClient, settings: Settings)
         ({"ok.png": png()}, {"sub/up.png": "../../../../etc/hosts"}, "symbolic link"),
     ],
 )
-def test_hostile_zips_are_refused_whole(client: TestClient, settings: Settings, entries: dict[str, bytes],
-                                        links: dict[str, str] | None, reason: str) -> None:
+def test_hostile_zips_are_refused_whole(
+    client: TestClient, settings: Settings, entries: dict[str, bytes], links: dict[str, str] | None, reason: str
+) -> None:
     response = upload(client, "hostile", [("evil.zip", zipped(entries, links)), ("keep.png", png())])
     assert response.status_code == 200
     summary = response.json()
@@ -161,8 +167,9 @@ def test_upload_over_the_request_limit_is_413_and_keeps_nothing(tmp_path: Path) 
             for start in range(0, len(body), 4096):
                 yield body[start : start + 4096]
 
-        response = client.post("/datasets/big/files", content=chunks(),
-                               headers={"content-type": request.headers["content-type"]})
+        response = client.post(
+            "/datasets/big/files", content=chunks(), headers={"content-type": request.headers["content-type"]}
+        )
         assert response.status_code == 413
         names = sorted(p.name for p in folder(settings, "big").iterdir() if not p.name.startswith("."))
         assert names == ["small.png"]

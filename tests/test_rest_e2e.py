@@ -22,8 +22,9 @@ def image(fmt: str, color: tuple[int, int, int]) -> bytes:
     return buffer.getvalue()
 
 
-def follow(client: httpx.Client, url: str, headers: dict[str, str] | None = None,
-           stop_after: int | None = None) -> list[dict[str, Any]]:
+def follow(
+    client: httpx.Client, url: str, headers: dict[str, str] | None = None, stop_after: int | None = None
+) -> list[dict[str, Any]]:
     """Read an event stream as it arrives; stop at its end, or after stop_after events (dropping the connection)."""
     events: list[dict[str, Any]] = []
     buffer = ""
@@ -58,8 +59,16 @@ def test_whole_flow(live_server: LiveServer, monkeypatch: pytest.MonkeyPatch) ->
         assert [s["filename"] for s in summary["skipped"]] == ["liar.png"]
 
         # 2. A training with the stand-in trainer.
-        body = {"type": "train", "training_name": "faces", "trigger_word": "sks", "base_model": "sd15",
-                "steps": 20, "save_every": 5, "sample_every": 10, "sample_prompts": ["a photo of [trigger]"]}
+        body = {
+            "type": "train",
+            "training_name": "faces",
+            "trigger_word": "sks",
+            "base_model": "sd15",
+            "steps": 20,
+            "save_every": 5,
+            "sample_every": 10,
+            "sample_prompts": ["a photo of [trigger]"],
+        }
         started = client.post("/jobs", json=body, headers={"Idempotency-Key": "e2e-1"})
         assert started.status_code == 202
         job = started.json()
@@ -72,8 +81,9 @@ def test_whole_flow(live_server: LiveServer, monkeypatch: pytest.MonkeyPatch) ->
         assert "progress" in names and "log" in names
         steps = [e["data"]["step"] for e in events if e["event"] == "progress"]
         assert steps == sorted(steps) and steps[-1] == 20
-        checkpoints = {e["data"]["step"] for e in events if e["event"] == "artifact"
-                       and e["data"]["kind"] == "checkpoint"}
+        checkpoints = {
+            e["data"]["step"] for e in events if e["event"] == "artifact" and e["data"]["kind"] == "checkpoint"
+        }
         assert checkpoints >= {15}  # older ones may have been pruned before the scan saw them
 
         # 4. Download the LoRA and compare it with the file on disk; then part of it.
@@ -113,8 +123,9 @@ def test_whole_flow(live_server: LiveServer, monkeypatch: pytest.MonkeyPatch) ->
         assert client.get("/jobs").json()["data"] == []
 
 
-def test_events_resume_on_a_live_job_without_repeating_log_lines(live_server: LiveServer,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_events_resume_on_a_live_job_without_repeating_log_lines(
+    live_server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("FAKE_AITK_STEP_SECONDS", "0.05")
     with httpx.Client(base_url=live_server.url, timeout=30) as client:
         client.post("/datasets/faces/files", files=[("files", ("a.png", image("PNG", (1, 2, 3)), "image/png"))])

@@ -152,8 +152,11 @@ def test_models_lists_loras_and_base_models(client: TestClient, settings: Settin
     assert final["size"] == len(safetensors(10))
     assert client.get(final["url"]).content == safetensors(10)
     bases = {(m["name"], m["source"], m["format"]) for m in body["base_models"]}
-    assert bases == {("tiny-sd", "local", "diffusers"), ("single.safetensors", "local", "single_file"),
-                     ("org/base", "hf_cache", "diffusers")}
+    assert bases == {
+        ("tiny-sd", "local", "diffusers"),
+        ("single.safetensors", "local", "single_file"),
+        ("org/base", "hf_cache", "diffusers"),
+    }
 
 
 def test_models_on_an_empty_workspace(client: TestClient) -> None:

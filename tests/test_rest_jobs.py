@@ -288,8 +288,12 @@ def test_list_is_newest_first_filtered_and_paged_stably(client: TestClient) -> N
 
 @pytest.mark.parametrize(
     ("params", "field"),
-    [({"status": "sleeping"}, "status"), ({"type": "x"}, "type"), ({"limit": 0}, "limit"),
-     ({"cursor": "not-a-cursor"}, "cursor")],
+    [
+        ({"status": "sleeping"}, "status"),
+        ({"type": "x"}, "type"),
+        ({"limit": 0}, "limit"),
+        ({"cursor": "not-a-cursor"}, "cursor"),
+    ],
 )
 def test_list_rejects_bad_filters(client: TestClient, params: dict[str, Any], field: str) -> None:
     response = client.get("/jobs", params=params)
@@ -320,8 +324,9 @@ def test_logs_whole_tail_and_incremental(client: TestClient, finished: dict[str,
 # ----- artifacts
 
 
-def test_artifact_download_range_etag_and_types(client: TestClient, finished: dict[str, Any],
-                                                settings: Settings) -> None:
+def test_artifact_download_range_etag_and_types(
+    client: TestClient, finished: dict[str, Any], settings: Settings
+) -> None:
     job_id = finished["id"]
     listed = client.get(f"/jobs/{job_id}/artifacts").json()["data"]
     lora = next(a for a in listed if a["kind"] == "lora")
@@ -378,8 +383,9 @@ def test_events_stream_to_the_end(client: TestClient, monkeypatch: pytest.Monkey
     assert log_lines == client.get(f"/jobs/{job_id}/logs").text.splitlines()
 
 
-def test_events_resume_after_last_event_id_without_repeating_log_lines(client: TestClient,
-                                                                       finished: dict[str, Any]) -> None:
+def test_events_resume_after_last_event_id_without_repeating_log_lines(
+    client: TestClient, finished: dict[str, Any]
+) -> None:
     url = f"/jobs/{finished['id']}/events"
     events = parse_sse(client.get(url).text)
     log_events = [event for event in events if event["event"] == "log"]
@@ -387,7 +393,7 @@ def test_events_resume_after_last_event_id_without_repeating_log_lines(client: T
     all_lines = [line for event in log_events for line in event["data"]["lines"]]
     resumed = parse_sse(client.get(url, headers={"Last-Event-ID": log_events[0]["id"]}).text)
     resumed_lines = [line for event in resumed if event["event"] == "log" for line in event["data"]["lines"]]
-    assert resumed_lines == all_lines[len(log_events[0]["data"]["lines"]):]
+    assert resumed_lines == all_lines[len(log_events[0]["data"]["lines"]) :]
     assert int(resumed[0]["id"].split("-")[0]) == int(log_events[0]["id"].split("-")[0]) + 1
     assert resumed[0]["event"] == "status" and resumed[-1]["event"] == "end"
     # A foreign id starts over rather than failing.
@@ -427,8 +433,9 @@ def test_cancel_running_then_409_and_delete_with_files(tmp_path: Path, monkeypat
         assert client.get("/jobs").json()["data"] == []
 
 
-def test_delete_without_files_keeps_the_output(client: TestClient, finished: dict[str, Any],
-                                               settings: Settings) -> None:
+def test_delete_without_files_keeps_the_output(
+    client: TestClient, finished: dict[str, Any], settings: Settings
+) -> None:
     assert client.delete(f"/jobs/{finished['id']}").status_code == 204
     assert (Path(settings.workspace) / lora_of(finished)["path"]).is_file()
     assert client.get(f"/jobs/{finished['id']}").status_code == 404

@@ -173,8 +173,15 @@ async def test_restart_fails_orphans_and_runs_queued_jobs(tmp_path: Path) -> Non
     await first.close()
     # what a crashed server leaves behind: a running job whose process is gone, and a queued job
     orphan = Job(
-        id="train_0123456789ab", type=JobType.train, status=JobStatus.running, name="old", pid=2**22 + 7,
-        worker_id=settings.worker_id, started_at=utcnow(), gpu="0", config={"name": "old", "save_root": "output/x"},
+        id="train_0123456789ab",
+        type=JobType.train,
+        status=JobStatus.running,
+        name="old",
+        pid=2**22 + 7,
+        worker_id=settings.worker_id,
+        started_at=utcnow(),
+        gpu="0",
+        config={"name": "old", "save_root": "output/x"},
     )
     first.store.insert(orphan)
     queued = first.submit_training(train_params())
@@ -190,7 +197,9 @@ async def test_restart_fails_orphans_and_runs_queued_jobs(tmp_path: Path) -> Non
         await second.close()
 
 
-async def test_trainer_outlives_a_server_restart_and_is_adopted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_trainer_outlives_a_server_restart_and_is_adopted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("FAKE_AITK_STEP_SECONDS", "0.05")
     settings = make_settings(tmp_path)
     first = JobService(settings)

@@ -29,8 +29,12 @@ MAX_FILES_PER_REQUEST = 1000
 SUMMARY_EXAMPLE: dict[str, Any] = {
     "dataset": "my_dataset",
     "saved": ["img_01.png", "img_01.txt", "portraits/img_02.jpg"],
-    "skipped": [{"filename": "notes.pdf", "reason": "unsupported file: only PNG, JPEG and WebP images, .txt "
-                 "captions and .zip archives are accepted"}],
+    "skipped": [
+        {
+            "filename": "notes.pdf",
+            "reason": "unsupported file: only PNG, JPEG and WebP images, .txt captions and .zip archives are accepted",
+        }
+    ],
     "renamed": [{"from": "photo.png", "to": "photo.jpg", "reason": "content is JPEG"}],
     "images": 2,
     "captions": 1,
@@ -69,8 +73,9 @@ def _json_example(description: str, example: Any) -> dict[str, Any]:
         "most `LORAPOD_MAX_FILE_BYTES` (skipped)."
     ),
     responses={
-        200: _json_example("What was saved, skipped and renamed, and the dataset's counts after the upload.",
-                           SUMMARY_EXAMPLE),
+        200: _json_example(
+            "What was saved, skipped and renamed, and the dataset's counts after the upload.", SUMMARY_EXAMPLE
+        ),
         **error_responses(400, 401, 413, 422),
     },
     openapi_extra={
@@ -111,8 +116,9 @@ async def upload_files(request: Request, datasets: DatasetsDep, name: DatasetNam
     summary="List datasets",
     description="Every dataset with its counts, unpaired images and captions, size and past skips (no file list).",
     responses={
-        200: _json_example("The datasets, by name.",
-                           {"data": [{k: v for k, v in DATASET_EXAMPLE.items() if k != "files"}]}),
+        200: _json_example(
+            "The datasets, by name.", {"data": [{k: v for k, v in DATASET_EXAMPLE.items() if k != "files"}]}
+        ),
         **error_responses(401),
     },
 )

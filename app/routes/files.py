@@ -32,10 +32,14 @@ _CONTENT_TYPES = {
 }
 
 _DOWNLOAD_HEADERS: dict[str, Any] = {
-    "Accept-Ranges": {"description": "Always `bytes`: send `Range: bytes=a-b` for part of the file (206).",
-                      "schema": {"type": "string"}},
-    "ETag": {"description": "Changes when the file changes; send it back in `If-None-Match` (304).",
-             "schema": {"type": "string"}},
+    "Accept-Ranges": {
+        "description": "Always `bytes`: send `Range: bytes=a-b` for part of the file (206).",
+        "schema": {"type": "string"},
+    },
+    "ETag": {
+        "description": "Changes when the file changes; send it back in `If-None-Match` (304).",
+        "schema": {"type": "string"},
+    },
 }
 DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
@@ -125,9 +129,7 @@ async def get_files(
     pattern: Annotated[
         str | None, Query(max_length=255, description="A file-name glob such as `*.png` (case-insensitive).")
     ] = None,
-    kind: Annotated[
-        list[str] | None, Query(description=f"Only these kinds: {', '.join(sorted(KINDS))}.")
-    ] = None,
+    kind: Annotated[list[str] | None, Query(description=f"Only these kinds: {', '.join(sorted(KINDS))}.")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000, description="At most this many files.")] = 1000,
 ) -> dict[str, Any]:
     """List workspace files."""

@@ -187,8 +187,10 @@ def _accepted(request: Request, response: Response, job: Job) -> dict[str, Any]:
         "202 with the job the first request created, and starts nothing."
     ),
     responses={
-        202: _json_example("The queued job (or, for a repeated Idempotency-Key, the job created before).",
-                           {**JOB_EXAMPLE, "status": "queued", "progress": {**JOB_EXAMPLE["progress"], "step": 0}}),
+        202: _json_example(
+            "The queued job (or, for a repeated Idempotency-Key, the job created before).",
+            {**JOB_EXAMPLE, "status": "queued", "progress": {**JOB_EXAMPLE["progress"], "step": 0}},
+        ),
         **error_responses(401, 404, 413, 422, 503),
     },
 )
@@ -330,8 +332,9 @@ def get_job(request: Request, service: ServiceDep, job_id: JobId) -> dict[str, A
         "checkpoints it saved stay. 409 when the job has already finished."
     ),
     responses={
-        202: _json_example("The job, `cancel_requested` true (or already `cancelled`).",
-                           {**JOB_EXAMPLE, "cancel_requested": True}),
+        202: _json_example(
+            "The job, `cancel_requested` true (or already `cancelled`).", {**JOB_EXAMPLE, "cancel_requested": True}
+        ),
         **error_responses(401, 404, 409, 422),
     },
 )
@@ -376,8 +379,10 @@ def delete_job(
             "content": {"text/plain": {"example": "Running 1 job\nmy_lora: 100%|##########| 10/10 [00:02<00:00]\n"}},
             "headers": {
                 "X-Next-Offset": {"description": "Byte offset to read from next.", "schema": {"type": "integer"}},
-                "X-Job-Status": {"description": "The job's status at the time of the read.",
-                                 "schema": {"type": "string"}},
+                "X-Job-Status": {
+                    "description": "The job's status at the time of the read.",
+                    "schema": {"type": "string"},
+                },
             },
         },
         **error_responses(401, 404, 422),
@@ -408,7 +413,7 @@ def get_job_logs(
         "change;\n"
         "- `progress`: step, total, percent, rate, ETA and loss (at most every half second);\n"
         "- `artifact`: a new checkpoint, sample or LoRA, with its download `url`;\n"
-        "- `log`: `{\"lines\": [...]}`, new log lines, bar redraws collapsed;\n"
+        '- `log`: `{"lines": [...]}`, new log lines, bar redraws collapsed;\n'
         "- `end`: `{id, status, error}` once the job has finished; the stream then closes.\n\n"
         "Reconnect with the `Last-Event-ID` header (or `last_event_id` query) to resume: you get a fresh "
         "snapshot and the log from where you left it, no line twice. `curl -N` shows it live."
@@ -440,8 +445,11 @@ def job_events(
     ] = None,
     last_event_id_query: Annotated[
         str | None,
-        Query(alias="last_event_id", max_length=64, description="Resume after this event (for clients that "
-              "cannot set headers)."),
+        Query(
+            alias="last_event_id",
+            max_length=64,
+            description="Resume after this event (for clients that cannot set headers).",
+        ),
     ] = None,
 ) -> StreamingResponse:
     """Follow a job live (Server-Sent Events)."""

@@ -1,0 +1,405 @@
+"""RunPod's queue API on the pod: `/v2/{endpoint_id}/run`, `/runsync`, `/status`, `/stream`, `/cancel`, ...
+
+The stock client works unchanged: `runpod.Endpoint("any-id")` with `RUNPOD_ENDPOINT_BASE_URL=http://host:port/v2`.
+Where the SDK's own `--rp_serve_api` server differs from the cloud, these routes follow the cloud: /run queues
+and runs in the background, /status and /stream are GET, results are kept 30 min (/run) or 60 s (/runsync),
+and a body over 10 MB (/run) or 20 MB (/runsync) is refused with 413 `{"error": ...}` before it is read whole.
+
+`endpoint_id` is accepted and ignored: one pod serves one endpoint. `policy.executionTimeout` (ms, 5 s to
+7 days) is honoured: past it the call ends TIMED_OUT and its process is cancelled; no timeout applies without
+it (the cloud's 10-minute endpoint default would cut trainings short). `policy.ttl`, `lowPriority`, `webhook`
+and `s3Config` are accepted and ignored. Each call runs through the core's one dispatcher, exactly as on
+serverless; calls persist in the `calls` table, so /status keeps answering across restarts (a call that
+was running when the server stopped is FAILED). This module mirrors the HTTP API only; it does not import
+the runpod SDK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import deque
+from functools import partial
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+
+from app.deps import limit_body
+from app.errors import error_responses
+from core.calls import Call, CallStatus, CallStore, call_view
+from core.dispatcher import dispatch
+from core.errors import Conflict, LorapodError, NotFound
+from core.jobs import JobService
+
+log = logging.getLogger("lorapod.runpod")
+
+router = APIRouter(prefix="/v2/{endpoint_id}", tags=["runpod"])
+
+EndpointId = Annotated[str, Path(max_length=128, description="Any endpoint id; ignored (one pod, one endpoint).")]
+RequestId = Annotated[str, Path(min_length=1, max_length=64, description="The request id /run or /runsync returned.")]
+DEFAULT_RUNSYNC_WAIT_MS = 90_000
+MIN_RUNSYNC_WAIT_MS, MAX_RUNSYNC_WAIT_MS = 1_000, 300_000
+# The cloud's bounds for policy.executionTimeout: 5 seconds to 7 days.
+MIN_TIMEOUT_MS, MAX_TIMEOUT_MS = 5_000, 7 * 24 * 3600 * 1000
+# Calls running at once; beyond this they wait IN_QUEUE (and /purge-queue can drop them).
+MAX_CONCURRENT_CALLS = 8
+# Progress updates kept for /stream per call when nobody reads them.
+STREAM_BACKLOG = 1000
+
+RUN_EXAMPLE = {"input": {"type": "train", "training_name": "my_dataset", "trigger_word": "sks", "steps": 1000}}
+
+
+class CallRunner:
+    """Runs calls on the server's event loop through the dispatcher and keeps their /stream backlog."""
+
+    def __init__(self, service: JobService, *, concurrency: int = MAX_CONCURRENT_CALLS) -> None:
+        settings = service.settings
+        self.service = service
+        self.store = CallStore(
+            service.engine,
+            worker_id=settings.worker_id,
+            run_retention_seconds=settings.result_retention_run_seconds,
+            runsync_retention_seconds=settings.result_retention_runsync_seconds,
+        )
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.streams: dict[str, deque[dict[str, Any]]] = {}
+        self._slots = asyncio.Semaphore(concurrency)
+        failed = self.store.fail_interrupted()
+        if failed:
+            log.warning("%d RunPod-style calls were unfinished when the server stopped: marked FAILED", len(failed))
+
+    def submit(self, payload: dict[str, Any], *, sync: bool, execution_timeout_ms: int | None = None) -> Call:
+        """Store a new call and start running it in the background."""
+        call = self.store.create(payload, sync=sync, execution_timeout_ms=execution_timeout_ms)
+        self._spawn(call.id, payload, execution_timeout_ms)
+        return call
+
+    def retry(self, call_id: str) -> Call:
+        """Queue a failed call again with its stored input."""
+        call = self.store.retry(call_id)
+        self._spawn(call.id, call.input, call.execution_timeout_ms)
+        return call
+
+    async def wait(self, call_id: str, seconds: float) -> None:
+        """Wait until the call's run ends or seconds pass (the run itself is not cancelled)."""
+        task = self.tasks.get(call_id)
+        if task is not None:
+            await asyncio.wait({task}, timeout=seconds)
+
+    def cancel(self, call_id: str) -> Call:
+        """Cancel a queued or running call and the lorapod process it waits on."""
+        before = self.store.get(call_id)
+        call = self.store.cancel(call_id)
+        if before.final or call.status != CallStatus.CANCELLED:
+            return call
+        self._stop_process(call)
+        task = self.tasks.get(call_id)
+        if task is not None:
+            task.cancel()
+        return call
+
+    def purge_queue(self) -> int:
+        """Drop the calls still waiting for a slot."""
+        removed = self.store.purge_queue()
+        for call_id in removed:
+            task = self.tasks.pop(call_id, None)
+            if task is not None:
+                task.cancel()
+            self.streams.pop(call_id, None)
+        return len(removed)
+
+    def drain_stream(self, call_id: str) -> list[dict[str, Any]]:
+        """The progress updates since the last read."""
+        backlog = self.streams.get(call_id)
+        if not backlog:
+            return []
+        items = list(backlog)
+        backlog.clear()
+        return items
+
+    def _stop_process(self, call: Call) -> None:
+        if call.process_id:
+            with contextlib.suppress(Conflict, NotFound):  # the process ended on its own meanwhile
+                self.service.cancel(call.process_id)
+
+    def _spawn(self, call_id: str, payload: dict[str, Any], execution_timeout_ms: int | None) -> None:
+        self.streams[call_id] = deque(maxlen=STREAM_BACKLOG)
+        run = self._run(call_id, payload, execution_timeout_ms)
+        self.tasks[call_id] = asyncio.create_task(run, name=f"runpod-call-{call_id}")
+
+    async def _run(self, call_id: str, payload: dict[str, Any], execution_timeout_ms: int | None) -> None:
+        try:
+            async with self._slots:
+                if not self.store.start(call_id):
+                    return  # cancelled or purged while it waited
+                # stop_on_cancel=False: a task is also cancelled when the server shuts down, and that must not
+                # stop trainings; /cancel and the timeout stop the process themselves.
+                running = dispatch(
+                    self.service, payload, progress=partial(self._progress, call_id), stop_on_cancel=False
+                )
+                timeout = execution_timeout_ms / 1000 if execution_timeout_ms else None
+                try:
+                    result = await asyncio.wait_for(running, timeout)
+                except TimeoutError:
+                    if self.store.time_out(call_id):
+                        self._stop_process(self.store.get(call_id))
+                    return
+                self.store.finish(call_id, result)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("RunPod-style call %s failed", call_id)
+            self.store.fail(call_id, f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            if self.tasks.get(call_id) is asyncio.current_task():
+                del self.tasks[call_id]
+            self._forget_stream_later(call_id)
+
+    def _progress(self, call_id: str, update: dict[str, Any]) -> None:
+        process_id = update.get("process_id")
+        self.store.report(call_id, update, process_id=process_id if isinstance(process_id, str) else None)
+        backlog = self.streams.get(call_id)
+        if backlog is not None:
+            backlog.append({"output": update})
+
+    def _forget_stream_later(self, call_id: str) -> None:
+        backlog = self.streams.get(call_id)
+        if backlog is None:
+            return
+        settings = self.service.settings
+        keep = max(settings.result_retention_run_seconds, settings.result_retention_runsync_seconds)
+
+        def forget() -> None:
+            if self.streams.get(call_id) is backlog:  # not a retry's fresh backlog
+                del self.streams[call_id]
+
+        asyncio.get_running_loop().call_later(keep, forget)
+
+
+def get_runner(request: Request) -> CallRunner:
+    """The app's call runner, made on first use for the app's current job service."""
+    state = request.app.state
+    service: JobService = state.service
+    runner: CallRunner | None = getattr(state, "runpod_calls", None)
+    if runner is None or runner.service is not service:
+        runner = CallRunner(service)
+        state.runpod_calls = runner
+    return runner
+
+
+async def read_request(request: Request, limit: int) -> tuple[dict[str, Any], int | None]:
+    """The `input` object and policy.executionTimeout of a body capped at limit bytes (413 beyond, 400 if bad)."""
+    raw = await limit_body(request, limit, field="input").body()
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise LorapodError("body: is not valid JSON", field="body") from None
+    if not isinstance(body, dict) or not isinstance(body.get("input"), dict):
+        raise LorapodError(
+            'input: is required and must be a JSON object, as in {"input": {"type": ...}}', field="input"
+        )
+    policy = body.get("policy")
+    if policy is None:
+        return body["input"], None
+    if not isinstance(policy, dict):
+        raise LorapodError("policy: must be a JSON object", field="policy")
+    timeout = policy.get("executionTimeout")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int) or not MIN_TIMEOUT_MS <= timeout <= MAX_TIMEOUT_MS
+    ):
+        raise LorapodError(
+            f"policy.executionTimeout: must be whole milliseconds from {MIN_TIMEOUT_MS} to {MAX_TIMEOUT_MS}",
+            field="policy.executionTimeout",
+        )
+    return body["input"], timeout
+
+
+def _runsync_wait_seconds(wait: int | None) -> float:
+    # The cloud accepts 1000..300000 ms; values outside are clamped rather than refused.
+    ms = DEFAULT_RUNSYNC_WAIT_MS if wait is None else min(max(wait, MIN_RUNSYNC_WAIT_MS), MAX_RUNSYNC_WAIT_MS)
+    return ms / 1000
+
+
+def _example(description: str, example: Any) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"example": example}}}
+
+
+@router.post(
+    "/run",
+    summary="Queue a call (RunPod /run)",
+    description=(
+        'Queue `{"input": {"type": ..., ...}}` and return its id at once; follow it with `/status/{id}` or '
+        "`/stream/{id}`. A `train` or `generate` call stays IN_PROGRESS while its process runs (progress in "
+        '`output`) and ends COMPLETED with the finished process; `"wait": false` completes at once with the '
+        "`process_id`. Body at most `LORAPOD_PAYLOAD_LIMIT_RUN_BYTES` (10 MB); results kept 30 minutes."
+    ),
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"example": RUN_EXAMPLE}}}},
+    responses={
+        200: _example("Queued.", {"id": "0b3f5f6e-8a8c-4c1e-9d53-1c2d3e4f5a6b-u1", "status": "IN_QUEUE"}),
+        **error_responses(400, 401, 413),
+    },
+)
+async def run(request: Request, endpoint_id: EndpointId) -> dict[str, Any]:
+    """Queue a call."""
+    runner = get_runner(request)
+    payload, timeout_ms = await read_request(request, runner.service.settings.payload_limit_run_bytes)
+    call = runner.submit(payload, sync=False, execution_timeout_ms=timeout_ms)
+    return {"id": call.id, "status": CallStatus.IN_QUEUE}
+
+
+@router.post(
+    "/runsync",
+    summary="Run a call and wait for it (RunPod /runsync)",
+    description=(
+        "Like `/run`, but waits up to `wait` milliseconds (default 90000, clamped to 1000..300000) and answers "
+        "the final state; if the call is still running then, its current state (poll `/status/{id}`). Body at "
+        "most `LORAPOD_PAYLOAD_LIMIT_RUNSYNC_BYTES` (20 MB); results kept 60 seconds."
+    ),
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"example": {"input": {"type": "health"}}}}}
+    },
+    responses={
+        200: _example(
+            "The final (or current) state.",
+            {"id": "sync-8d1f...", "status": "COMPLETED", "delayTime": 3, "executionTime": 41, "output": {}},
+        ),
+        **error_responses(400, 401, 413, 422),
+    },
+)
+async def runsync(
+    request: Request,
+    endpoint_id: EndpointId,
+    wait: Annotated[int | None, Query(description="Milliseconds to wait (1000..300000).")] = None,
+) -> dict[str, Any]:
+    """Run a call and wait for it."""
+    runner = get_runner(request)
+    payload, timeout_ms = await read_request(request, runner.service.settings.payload_limit_runsync_bytes)
+    call = runner.submit(payload, sync=True, execution_timeout_ms=timeout_ms)
+    await runner.wait(call.id, _runsync_wait_seconds(wait))
+    return call_view(runner.store.get(call.id))
+
+
+@router.get(
+    "/status/{request_id}",
+    summary="A call's state (RunPod /status)",
+    description=(
+        "`status` is IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED, CANCELLED or TIMED_OUT; `output` holds the latest "
+        "progress while a training runs and the result at the end; `error` says why a call failed. `delayTime` "
+        "and `executionTime` are milliseconds. 404 for an unknown id or an expired result."
+    ),
+    responses={
+        200: _example(
+            "The call.",
+            {
+                "id": "0b3f...-u1",
+                "status": "IN_PROGRESS",
+                "delayTime": 12,
+                "executionTime": 5230,
+                "workerId": "pod-1",
+                "output": {
+                    "process_id": "train_ab12cd34ef56",
+                    "status": "running",
+                    "step": 250,
+                    "total_steps": 1000,
+                    "percent": 25.0,
+                    "eta_seconds": 394.7,
+                    "loss": 0.21,
+                },
+            },
+        ),
+        **error_responses(401, 404),
+    },
+)
+async def status(request: Request, endpoint_id: EndpointId, request_id: RequestId) -> dict[str, Any]:
+    """A call's state."""
+    return call_view(get_runner(request).store.get(request_id))
+
+
+@router.get(
+    "/stream/{request_id}",
+    summary="Progress updates since the last read (RunPod /stream)",
+    description='`{"status", "stream": [{"output": progress}, ...]}`: each update is returned once.',
+    responses={
+        200: _example(
+            "Updates.",
+            {"id": "0b3f...-u1", "status": "IN_PROGRESS", "stream": [{"output": {"status": "running", "step": 3}}]},
+        ),
+        **error_responses(401, 404),
+    },
+)
+async def stream(request: Request, endpoint_id: EndpointId, request_id: RequestId) -> dict[str, Any]:
+    """Progress updates since the last read."""
+    runner = get_runner(request)
+    call = runner.store.get(request_id)
+    return {"id": call.id, "status": call.status, "stream": runner.drain_stream(request_id)}
+
+
+@router.post(
+    "/cancel/{request_id}",
+    summary="Cancel a call (RunPod /cancel)",
+    description=(
+        "A queued call is dropped; a running one is stopped, and the training or generation it waits on is "
+        "cancelled too. A finished call is answered with its status unchanged."
+    ),
+    responses={
+        200: _example("The call's status.", {"id": "0b3f...-u1", "status": "CANCELLED"}),
+        **error_responses(401, 404),
+    },
+)
+async def cancel(request: Request, endpoint_id: EndpointId, request_id: RequestId) -> dict[str, Any]:
+    """Cancel a call."""
+    call = get_runner(request).cancel(request_id)
+    return {"id": call.id, "status": call.status}
+
+
+@router.post(
+    "/retry/{request_id}",
+    summary="Run a failed call again (RunPod /retry)",
+    description=(
+        "Only FAILED or TIMED_OUT calls whose result has not expired; same id and input, the old output is "
+        "dropped. An `upload_training_data` call cannot be retried: its file contents are not kept (409)."
+    ),
+    responses={
+        200: _example("Queued again.", {"id": "0b3f...-u1", "status": "IN_QUEUE"}),
+        **error_responses(401, 404, 409),
+    },
+)
+async def retry(request: Request, endpoint_id: EndpointId, request_id: RequestId) -> dict[str, Any]:
+    """Run a failed call again."""
+    call = get_runner(request).retry(request_id)
+    return {"id": call.id, "status": CallStatus.IN_QUEUE}
+
+
+@router.post(
+    "/purge-queue",
+    summary="Drop queued calls (RunPod /purge-queue)",
+    description="Calls still waiting for a slot are removed; running ones are not touched.",
+    responses={200: _example("Removed.", {"removed": 2, "status": "completed"}), **error_responses(401)},
+)
+async def purge_queue(request: Request, endpoint_id: EndpointId) -> dict[str, Any]:
+    """Drop queued calls."""
+    return {"removed": get_runner(request).purge_queue(), "status": "completed"}
+
+
+@router.get(
+    "/health",
+    summary="Call counts and workers (RunPod /health)",
+    description="Counts over the calls whose results are still kept; this pod is the endpoint's one worker.",
+    responses={
+        200: _example(
+            "Counts.",
+            {
+                "jobs": {"completed": 1, "failed": 0, "inProgress": 1, "inQueue": 0, "retried": 0},
+                "workers": {"idle": 0, "running": 1},
+            },
+        ),
+        **error_responses(401),
+    },
+)
+async def health(request: Request, endpoint_id: EndpointId) -> dict[str, Any]:
+    """Call counts and workers."""
+    jobs = get_runner(request).store.counts()
+    busy = 1 if jobs["inProgress"] else 0
+    return {"jobs": jobs, "workers": {"idle": 1 - busy, "running": busy}}
