@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from core.generation import GenerateParams
 from core.training_config import TrainParams
@@ -22,19 +22,16 @@ class TrainYamlRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["train_with_yaml"] = "train_with_yaml"
-    yaml_config: str | None = Field(None, description="The ai-toolkit config as YAML text.")
-    config: str | None = Field(None, description="Alias of yaml_config, as the seed accepted.")
-
-    @model_validator(mode="after")
-    def _one_config(self) -> TrainYamlRequest:
-        if not (self.yaml_config or self.config):
-            raise ValueError("yaml_config is required (the ai-toolkit config as a YAML string)")
-        return self
+    yaml_config: str = Field(
+        validation_alias=AliasChoices("yaml_config", "config"),
+        min_length=1,
+        description="The ai-toolkit config as YAML text (`config` is accepted too, as the seed did).",
+    )
 
     @property
     def text(self) -> str:
-        """The YAML text, whichever field carried it."""
-        return self.yaml_config or self.config or ""
+        """The YAML text."""
+        return self.yaml_config
 
 
 class GenerateRequest(GenerateParams):

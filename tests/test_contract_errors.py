@@ -110,7 +110,7 @@ CASES: list[tuple[str, Any, str]] = [
     (
         "yaml missing",
         {"type": "train_with_yaml"},
-        "yaml_config: is required: the ai-toolkit config as a YAML string (or give it as config)",
+        "yaml_config: is required",
     ),
     (
         "yaml bomb",

@@ -133,7 +133,7 @@ def test_idempotency_key_returns_the_same_job(client: TestClient) -> None:
         ({**TRAIN, "unknown_knob": 1}, "unknown_knob"),
         ({"type": "bake_a_cake"}, "type"),
         ({"training_name": "faces"}, "type"),
-        ({"type": "train_with_yaml"}, "body"),
+        ({"type": "train_with_yaml"}, "yaml_config"),
         ([1, 2, 3], "body"),
     ],
 )
