@@ -33,20 +33,8 @@ def require_auth(request: Request) -> None:
 
 
 def get_datasets(request: Request) -> DatasetStore:
-    """The app's one dataset store (one lock serialises commits into the same dataset)."""
-    state = request.app.state
-    store = getattr(state, "datasets", None)
-    if store is None:
-        service: JobService = state.service
-        settings = service.settings
-        store = DatasetStore(
-            service.workspace,
-            max_file_bytes=settings.max_file_bytes,
-            max_upload_bytes=settings.max_upload_bytes,
-            max_zip_entries=settings.max_zip_entries,
-        )
-        state.datasets = store
-    return store
+    """The service's one dataset store."""
+    return request.app.state.service.datasets
 
 
 ServiceDep = Annotated[JobService, Depends(get_service)]

@@ -29,9 +29,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-import re
 import time
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -50,7 +48,6 @@ from core.contract import (
     ProcessStatusInput,
     UploadInput,
 )
-from core.datasets import DatasetStore
 from core.errors import Conflict, InvalidInput, LorapodError, NotFound
 from core.files import Chunk, build_zip, bundle_key, list_files, max_raw_chunk, read_chunk, resolve_many
 from core.health import health_report
@@ -80,11 +77,8 @@ CONTRACT_TYPES = (
     "download_file",
 )
 ProgressCallback = Callable[[dict[str, Any]], None]
-# What the listings hide is not served either: hidden names, and the SQLite database at the workspace root.
-_DATABASE = re.compile(r".*\.(db|sqlite|sqlite3)(-wal|-shm|-journal)?")
 # Beyond the trainer's own SIGINT-to-SIGKILL grace: time for it to exit and the job to be marked.
 _STOP_SLACK_SECONDS = 30.0
-_datasets: weakref.WeakKeyDictionary[JobService, DatasetStore] = weakref.WeakKeyDictionary()
 
 
 async def dispatch(
@@ -267,17 +261,8 @@ def _health(service: JobService, _data: BaseModel) -> dict[str, Any]:
 
 
 def _upload(service: JobService, data: UploadInput) -> dict[str, Any]:
-    store = _datasets.get(service)
-    if store is None:
-        settings = service.settings
-        store = _datasets[service] = DatasetStore(
-            service.workspace,
-            max_file_bytes=settings.max_file_bytes,
-            max_upload_bytes=settings.max_upload_bytes,
-            max_zip_entries=settings.max_zip_entries,
-        )
     files = [item.model_dump() for item in data.files]
-    return store.save_base64(data.training_name, files).to_dict()
+    return service.datasets.save_base64(data.training_name, files).to_dict()
 
 
 def _processes(service: JobService, data: ProcessesInput) -> dict[str, Any]:
@@ -391,10 +376,7 @@ def chunk_output(chunk: Chunk) -> dict[str, Any]:
 
 def refuse_private(workspace: Workspace, target: Path, field: str) -> None:
     """NotFound for what listings hide: hidden names anywhere in the path, and the database at the root."""
-    if target == workspace.root:
-        return
-    parts = target.relative_to(workspace.root).parts
-    if any(part.startswith(".") for part in parts) or (len(parts) == 1 and _DATABASE.fullmatch(parts[0])):
+    if target != workspace.root and workspace.is_private(target):
         raise NotFound(f"{field}: no such file in the workspace", field=field)
 
 

@@ -48,7 +48,6 @@ _STORED_SUFFIXES = frozenset(
         ".webm",
     }
 )
-_DB_FILE = re.compile(r".*\.(db|sqlite|sqlite3)(-wal|-shm|-journal)?")
 _BUNDLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # Room for the JSON envelope around a chunk's base64 (field names, status, ids).
 ENVELOPE_RESERVE = 64 * 1024
@@ -112,7 +111,7 @@ def walk_files(workspace: Workspace, base: Path) -> Iterator[Path]:
             if name.startswith("."):
                 continue
             path = current / name
-            if current == workspace.root and _DB_FILE.fullmatch(name):
+            if current == workspace.root and workspace.is_private(current / name):
                 continue
             if path.is_symlink():
                 # A link may point anywhere; only what it resolves to inside the workspace is served.

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from sqlalchemy.engine import Engine
 
+from core.datasets import DatasetStore
 from core.db import make_engine, migrate
 from core.errors import Conflict, InvalidInput, Unavailable
 from core.executions import (
@@ -50,6 +51,13 @@ class JobService:
         self.workspace = Workspace(settings.workspace).ensure()
         self.engine = engine or make_engine(settings.effective_database_url)
         self.store = JobStore(self.engine)
+        # one store, so REST and contract uploads into the same dataset share its commit lock
+        self.datasets = DatasetStore(
+            self.workspace,
+            max_file_bytes=settings.max_file_bytes,
+            max_upload_bytes=settings.max_upload_bytes,
+            max_zip_entries=settings.max_zip_entries,
+        )
         self.notifier = Notifier()
         gpus = parse_gpu_list(settings.gpus, detect_gpus() if not settings.gpus else [])
         self.scheduler = Scheduler(
