@@ -59,7 +59,10 @@ class JobService:
             max_zip_entries=settings.max_zip_entries,
         )
         self.notifier = Notifier()
-        gpus = parse_gpu_list(settings.gpus, detect_gpus() if not settings.gpus else [])
+        try:
+            gpus = parse_gpu_list(settings.gpus, detect_gpus() if not settings.gpus else [])
+        except ValueError as exc:
+            raise InvalidInput("LORAPOD_GPUS", str(exc)) from exc
         self.scheduler = Scheduler(
             store=self.store,
             slots=[Slot(gpu=gpu) for gpu in gpus],

@@ -7,8 +7,6 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from core.errors import InvalidInput
-
 NVIDIA_SMI_QUERY = ["--query-gpu=index,name,memory.total,memory.used", "--format=csv,noheader,nounits"]
 NVIDIA_SMI_TIMEOUT = 5.0
 _INDEX = re.compile(r"[0-9]+")
@@ -62,21 +60,18 @@ def detect_gpus() -> list[GpuInfo]:
 def parse_gpu_list(text: str | None, detected: list[GpuInfo]) -> list[str | None]:
     """The GPU slots from LORAPOD_GPUS ('0,1'); unset means every detected GPU, or one CPU slot [None] if none.
 
-    An index may repeat to run two trainings on one large GPU.
+    An index may repeat to run two trainings on one large GPU. A malformed list raises ValueError.
     """
     if text is None or not text.strip():
         return [str(gpu.index) for gpu in detected] or [None]
     indexes = [part.strip() for part in text.split(",")]
     for index in indexes:
         if not _INDEX.fullmatch(index):
-            raise InvalidInput(
-                "LORAPOD_GPUS", f"must be comma-separated GPU indexes such as '0,1', but {text!r} holds {index!r}"
-            )
+            raise ValueError(f"must be comma-separated GPU indexes such as '0,1', but {text!r} holds {index!r}")
     known = {str(gpu.index) for gpu in detected}
     unknown = [index for index in indexes if known and str(int(index)) not in known]
     if unknown:
-        raise InvalidInput(
-            "LORAPOD_GPUS",
-            f"GPU {', '.join(unknown)} is not among the detected GPUs ({', '.join(sorted(known, key=int))})",
+        raise ValueError(
+            f"GPU {', '.join(unknown)} is not among the detected GPUs ({', '.join(sorted(known, key=int))})"
         )
     return [str(int(index)) for index in indexes]
