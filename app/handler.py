@@ -104,11 +104,18 @@ async def handler(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def startup_checks(settings: Settings) -> None:
-    """Once per worker, before taking jobs: the workspace folders, and a clear log line when ai-toolkit is missing."""
+    """Once per worker, before taking jobs: workspace folders, database schema, GPUs and ai-toolkit, logged."""
+    from core.db import make_engine, migrate
     from core.health import toolkit_info
     from core.workspace import Workspace
+    from gpu.devices import detect_gpus
 
     Workspace(settings.workspace).ensure()
+    engine = make_engine(settings.effective_database_url)
+    migrate(engine)
+    engine.dispose()
+    gpus = detect_gpus()
+    log.info("workspace %s; GPUs: %s", settings.workspace, ", ".join(g.name for g in gpus) or "none (CPU slot)")
     toolkit = toolkit_info(str(settings.ai_toolkit_dir) if settings.ai_toolkit_dir else None)
     if not toolkit["found"]:
         log.warning("ai-toolkit not found (%s): train and train_with_yaml will fail", toolkit.get("reason"))
