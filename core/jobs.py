@@ -8,6 +8,7 @@ import logging
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -388,22 +389,11 @@ class JobService:
 
 def generation_config(request: GenerationRequest, workspace: Workspace) -> dict[str, Any]:
     """The stored form of a generation request (paths relative to the workspace)."""
-    return {
-        "base_model": request.base_model,
-        "pipeline": request.pipeline,
-        "lora_path": workspace.relative(request.lora_path) if request.lora_path else None,
-        "lora_scale": request.lora_scale,
-        "prompts": request.prompts,
-        "negative_prompt": request.negative_prompt,
-        "width": request.width,
-        "height": request.height,
-        "steps": request.steps,
-        "guidance_scale": request.guidance_scale,
-        "seed": request.seed,
-        "num_images": request.num_images,
-        "output_dir": workspace.relative(request.output_dir),
-        "output_format": request.output_format,
-    }
+    config = asdict(request)
+    del config["job_id"]
+    config["lora_path"] = workspace.relative(request.lora_path) if request.lora_path else None
+    config["output_dir"] = workspace.relative(request.output_dir)
+    return config
 
 
 def generation_request(job: Job, workspace: Workspace) -> GenerationRequest:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from gpu.process import describe_signal
+from gpu.process import describe_signal, gpu_env
 from gpu.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -78,17 +78,6 @@ class _WorkerGone(Exception):
 
 class _StartFailed(Exception):
     """The worker could not even be started (e.g. no such interpreter)."""
-
-
-def worker_env(base: Mapping[str, str], gpu: str | None, extra: Mapping[str, str] | None) -> dict[str, str]:
-    """The worker's environment: base, unbuffered output, the chosen GPU, then extra (secrets, cache dir)."""
-    env = dict(base)
-    env["PYTHONUNBUFFERED"] = "1"
-    env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # so the index means what nvidia-smi shows
-    if gpu is not None:
-        env["CUDA_VISIBLE_DEVICES"] = gpu
-    env.update(extra or {})
-    return env
 
 
 class WarmGenerator:
@@ -331,7 +320,7 @@ class WarmGenerator:
         if self._proc is not None:
             return
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = worker_env(os.environ, self.gpu, self._extra_env)
+        env = gpu_env(os.environ, self.gpu, self._extra_env)
         log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             self._proc = await asyncio.create_subprocess_exec(

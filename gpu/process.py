@@ -39,6 +39,21 @@ _SIGNAL_HINTS = {
 }
 
 
+# Never passed to a child: AITK_JOB_ID would make ai-toolkit read and write its UI's database.
+DROPPED_ENV = ("AITK_JOB_ID",)
+
+
+def gpu_env(base: Mapping[str, str], gpu: str | None, extra: Mapping[str, str] | None) -> dict[str, str]:
+    """A GPU child's environment: base minus AITK_JOB_ID, unbuffered output, the chosen GPU, then extra."""
+    env = {key: value for key, value in base.items() if key not in DROPPED_ENV}
+    env["PYTHONUNBUFFERED"] = "1"
+    env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # so the index means what nvidia-smi shows
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+    env.update(extra or {})
+    return env
+
+
 def describe_signal(returncode: int) -> str:
     """Describe a Popen returncode in words: 'killed by signal SIGKILL (...)' or 'exited with status N'."""
     if returncode >= 0:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 from gpu.artifacts import Artifact, scan_training_output
-from gpu.process import ManagedProcess, describe_signal
+from gpu.process import ManagedProcess, describe_signal, gpu_env
 from gpu.progress import BarParser, Progress
 
 log = logging.getLogger(__name__)
@@ -27,8 +27,6 @@ SUMMARY_BYTES = 1024 * 1024
 READ_BYTES = 4 * 1024 * 1024
 ERROR_PREFIX = "Error running job: "
 STOP_BANNER = "Job stopped"
-# Variables never passed to the trainer: AITK_JOB_ID would make it read and write ai-toolkit's UI database.
-DROPPED_ENV = ("AITK_JOB_ID",)
 _LINE = re.compile(r"\r?\n")
 _TAIL_LINES = 5
 _MAX_LINE = 300
@@ -76,17 +74,6 @@ def _summarize(text: str) -> _LogSummary:
 def _shorten(line: str) -> str:
     """Keep one log line readable in an error message."""
     return line if len(line) <= _MAX_LINE else line[: _MAX_LINE - 1] + "…"
-
-
-def trainer_env(base: Mapping[str, str], gpu: str | None, extra: Mapping[str, str] | None) -> dict[str, str]:
-    """The trainer's environment: base minus AITK_JOB_ID, unbuffered output, the chosen GPU, then extra."""
-    env = {key: value for key, value in base.items() if key not in DROPPED_ENV}
-    env["PYTHONUNBUFFERED"] = "1"
-    env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # so the index means what nvidia-smi shows
-    if gpu is not None:
-        env["CUDA_VISIBLE_DEVICES"] = gpu
-    env.update(extra or {})
-    return env
 
 
 class TrainingRun:
@@ -174,7 +161,7 @@ class TrainingRun:
         start_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         # The trainer runs in toolkit_dir, so a relative config path is made absolute here.
         argv = [self.python, "run.py", str(self.config_path.absolute())]
-        env = trainer_env(os.environ, self.gpu, self._extra_env)
+        env = gpu_env(os.environ, self.gpu, self._extra_env)
         try:
             self._process = ManagedProcess.start(argv, cwd=self.toolkit_dir, env=env, log_path=self.log_path)
         except OSError as exc:

@@ -15,9 +15,9 @@ import pytest
 from safetensors import safe_open
 
 from gpu.artifacts import Artifact
-from gpu.process import describe_signal
+from gpu.process import describe_signal, gpu_env
 from gpu.progress import Progress
-from gpu.training import RunOutcome, TrainingRun, trainer_env
+from gpu.training import RunOutcome, TrainingRun
 from tests.fake_trainer import FAKE_TOOLKIT_DIR, make_dataset, write_config
 
 SECRET = "hf_secret_value_that_must_not_leak"
@@ -439,9 +439,9 @@ def test_describe_signal(returncode: int, expected: str) -> None:
     assert describe_signal(returncode) == expected
 
 
-def test_trainer_env() -> None:
+def test_gpu_env() -> None:
     base = {"PATH": "/bin", "AITK_JOB_ID": "x", "CUDA_VISIBLE_DEVICES": "0,1", "PYTHONUNBUFFERED": "0"}
-    env = trainer_env(base, "1", {"HF_TOKEN": SECRET})
+    env = gpu_env(base, "1", {"HF_TOKEN": SECRET})
     assert env == {
         "PATH": "/bin",
         "CUDA_VISIBLE_DEVICES": "1",
@@ -449,7 +449,7 @@ def test_trainer_env() -> None:
         "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
         "HF_TOKEN": SECRET,
     }
-    assert trainer_env(base, None, None)["CUDA_VISIBLE_DEVICES"] == "0,1"
+    assert gpu_env(base, None, None)["CUDA_VISIBLE_DEVICES"] == "0,1"
     assert base["AITK_JOB_ID"] == "x"  # the caller's mapping is not changed
 
 
