@@ -81,3 +81,24 @@ async def test_cancel_a_generation(service: JobService, tiny_model: str) -> None
     final = await service.wait(job.id, timeout=120)
     assert final.status == JobStatus.cancelled
     assert len([a for a in final.artifacts if a["kind"] == "image"]) < 4
+
+
+async def test_a_hub_model_is_read_offline_from_the_workspace_cache(
+    service: JobService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A repo id resolves through huggingface_hub's cache inside the workspace, with no network."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = service.workspace.hf_cache / "models--lorapod-test--tiny-sd15"
+    build_tiny_sd15(repo / "snapshots" / revision)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+
+    job = service.submit_generation(
+        gen_params("lorapod-test/tiny-sd15", num_images=1)  # a Hub repo id, not a workspace path
+    )
+    assert job.base_model == "lorapod-test/tiny-sd15"
+    final = await service.wait(job.id, timeout=120)
+    assert final.status == JobStatus.completed, final.error
+    assert [a["name"] for a in final.artifacts if a["kind"] == "image"] == ["0.png"]
