@@ -12,10 +12,7 @@ from pathlib import Path
 
 from gpu.artifacts import Artifact, scan_training_output
 from gpu.progress import BarParser, Progress
-from gpu.training import RunOutcome
-
-STOPPED_BANNER = "Job stopped"
-ERROR_PREFIX = "Error running job: "
+from gpu.training import RunOutcome, read_log_summary
 
 
 def process_matches(pid: int, needle: str) -> bool:
@@ -89,12 +86,11 @@ class AdoptedTraining:
         return offset + len(data), progress
 
     def _judge(self) -> RunOutcome:
-        tail = _tail(self.log_path)
-        if STOPPED_BANNER in tail or self.stop_requested:
+        summary = read_log_summary(self.log_path)
+        if summary.stopped or self.stop_requested:
             return RunOutcome("cancelled", None, None)
-        errors = [line for line in tail.splitlines() if line.startswith(ERROR_PREFIX)]
-        if errors:
-            return RunOutcome("failed", None, errors[-1][len(ERROR_PREFIX) :].strip())
+        if summary.error:
+            return RunOutcome("failed", None, summary.error)
         if (self.save_root / f"{self.job_name}.safetensors").is_file():
             return RunOutcome("completed", None, None)
         return RunOutcome("failed", None, "the trainer exited while lorapod was restarting; its outcome is unknown")
@@ -105,12 +101,3 @@ class AdoptedTraining:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(self.pid, signal.SIGINT)
         self._kill_at = time.monotonic() + grace
-
-
-def _tail(path: Path, size: int = 16384) -> str:
-    try:
-        with path.open("rb") as handle:
-            handle.seek(max(0, path.stat().st_size - size))
-            return handle.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""

@@ -42,7 +42,7 @@ class RunOutcome:
 
 
 @dataclass(frozen=True)
-class _LogSummary:
+class LogSummary:
     """What the end of the log says about the exit."""
 
     error: str | None  # text after the last "Error running job: "
@@ -50,7 +50,7 @@ class _LogSummary:
     last_lines: list[str]
 
 
-def _summarize(text: str) -> _LogSummary:
+def _summarize(text: str) -> LogSummary:
     """Find the error line, the stop banner and the last lines (bar redraws collapsed) in the log's end."""
     error = None
     stopped = False
@@ -68,7 +68,19 @@ def _summarize(text: str) -> _LogSummary:
         if line.strip() == STOP_BANNER:
             stopped = True
         lines.append(line)
-    return _LogSummary(error=error, stopped=stopped, last_lines=lines[-_TAIL_LINES:])
+    return LogSummary(error=error, stopped=stopped, last_lines=lines[-_TAIL_LINES:])
+
+
+def read_log_summary(log_path: Path, start_offset: int = 0) -> LogSummary:
+    """Summarise the end of a log from start_offset on (a run's own part of a shared log file)."""
+    try:
+        with log_path.open("rb") as reader:
+            size = reader.seek(0, os.SEEK_END)
+            reader.seek(max(start_offset, size - SUMMARY_BYTES))
+            text = reader.read().decode("utf-8", errors="replace")
+    except OSError:
+        text = ""
+    return _summarize(text)
 
 
 def _shorten(line: str) -> str:
@@ -183,7 +195,7 @@ class TrainingRun:
                 # When we are cancelled: stop following; the trainer keeps running.
                 if not waiter.done() and not waiter.get_loop().is_closed():
                     waiter.cancel()
-        return self._outcome(returncode, self._read_summary(start_offset))
+        return self._outcome(returncode, read_log_summary(self.log_path, start_offset))
 
     def _poll(self, reader: BinaryIO, *, final: bool) -> None:
         """Read what the trainer wrote since the last poll, then report progress and artifacts as due."""
@@ -208,18 +220,7 @@ class TrainingRun:
                 self.artifacts = artifacts
                 self._call(self._on_artifacts, list(artifacts))
 
-    def _read_summary(self, start_offset: int) -> _LogSummary:
-        """Summarise the end of this run's part of the log."""
-        try:
-            with self.log_path.open("rb") as reader:
-                size = reader.seek(0, os.SEEK_END)
-                reader.seek(max(start_offset, size - SUMMARY_BYTES))
-                text = reader.read().decode("utf-8", errors="replace")
-        except OSError:
-            text = ""
-        return _summarize(text)
-
-    def _outcome(self, returncode: int, summary: _LogSummary) -> RunOutcome:
+    def _outcome(self, returncode: int, summary: LogSummary) -> RunOutcome:
         """Map the exit status and the log's end to completed, cancelled or failed."""
         if returncode == 0:
             stopped = self.stop_requested or summary.stopped
