@@ -37,6 +37,7 @@ from core.settings import Settings
 from core.store import JobStore
 from core.training_config import TrainingPlan, TrainParams, build_training_config, parse_yaml_config
 from core.workspace import Workspace, atomic_write_text
+from gpu.artifacts import Artifact
 from gpu.devices import detect_gpus, parse_gpu_list
 from gpu.generation import GenerationRequest, WarmGenerator
 
@@ -161,8 +162,6 @@ class JobService:
     def _queue_training(
         self, job_id: str, plan: TrainingPlan, params: dict[str, Any], idempotency_key: str | None
     ) -> Job:
-        if idempotency_key and (existing := self.store.by_idempotency_key(idempotency_key)):
-            return existing
         job_dir = self.workspace.output / job_id
         config_path = job_dir / "job_config.yaml"  # written when the job starts, from the stored config
         job = Job(
@@ -370,11 +369,11 @@ class JobService:
             ("log.txt", "log", job.log_path),
             ("job_config.yaml", "config", job.config.get("config_path")),
         ):
-            if rel and (self.workspace.root / rel).is_file():
-                stat = (self.workspace.root / rel).stat()
-                out.append(
-                    {"name": name, "kind": kind, "path": rel, "size": stat.st_size, "step": None, "modified": None}
-                )
+            path = self.workspace.root / rel if rel else None
+            if path is not None and path.is_file():
+                stat = path.stat()
+                artifact = Artifact(name=name, kind=kind, path=path, size=stat.st_size, modified=stat.st_mtime)
+                out.append(artifact_record(artifact, self.workspace))
         return out
 
     def current_artifacts(self, job: Job) -> list[dict[str, object]]:

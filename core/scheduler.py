@@ -7,7 +7,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from core.models import Job, JobStatus, JobType, utcnow
 from core.store import JobStore
@@ -23,7 +23,6 @@ class Slot:
     gpu: str | None
     job_id: str | None = None
     generator: WarmGenerator | None = None
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def label(self) -> str:
