@@ -303,7 +303,10 @@ def _download_file(service: JobService, data: DownloadFileInput) -> dict[str, An
 
 def _download(service: JobService, data: DownloadInput) -> dict[str, Any]:
     job = service.get(data.process_id)
-    artifact = _pick_artifact(job, service.current_artifacts(job), data.artifact)
+    if data.artifact is None:
+        artifact = _main_artifact(job, service.current_artifacts(job))
+    elif (artifact := service.find_artifact(job, data.artifact)) is None:
+        raise NotFound(f"process '{job.id}' has no artifact named '{data.artifact}'", field="artifact")
     out = _chunk(service, str(artifact["path"]), data.offset, data.length)
     return {**out, "process_id": job.id, "artifact": artifact["name"], "kind": artifact["kind"]}
 
@@ -380,13 +383,8 @@ def refuse_private(workspace: Workspace, target: Path, field: str) -> None:
         raise NotFound(f"{field}: no such file in the workspace", field=field)
 
 
-def _pick_artifact(job: Job, artifacts: list[dict[str, Any]], name: str | None) -> dict[str, Any]:
-    """The named artifact, else the main one: the final LoRA (else the newest checkpoint), or the first image."""
-    if name is not None:
-        for artifact in artifacts:
-            if artifact.get("name") == name:
-                return artifact
-        raise NotFound(f"process '{job.id}' has no artifact named '{name}'", field="artifact")
+def _main_artifact(job: Job, artifacts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The main artifact: the final LoRA (else the newest checkpoint), or the first image."""
     if job.type == JobType.train:
         loras = [a for a in artifacts if a.get("kind") == "lora"]
         checkpoints = sorted((a for a in artifacts if a.get("kind") == "checkpoint"), key=lambda a: a.get("step") or 0)

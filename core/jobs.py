@@ -376,6 +376,10 @@ class JobService:
                 out.append(artifact_record(artifact, self.workspace))
         return out
 
+    def find_artifact(self, job: Job, name: str) -> dict[str, object] | None:
+        """The job's artifact of this name as on disk now, if there is one."""
+        return next((a for a in self.current_artifacts(job) if a.get("name") == name), None)
+
     def current_artifacts(self, job: Job) -> list[dict[str, object]]:
         """A job's artifacts as on disk now (used after restarts and for finished jobs)."""
         found = (

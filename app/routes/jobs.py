@@ -506,9 +506,8 @@ def download_artifact(
     name: Annotated[str, Path(max_length=1024, description="The artifact's name as listed.")],
 ) -> Response:
     """Download an artifact."""
-    job = service.get(job_id)
-    for artifact in service.current_artifacts(job):
-        if artifact.get("name") == name:
-            path = service.workspace.resolve(str(artifact["path"]), field="name")
-            return file_response(request, path, field="name")
-    raise NotFound(f"job '{job_id}' has no artifact named '{name}'", field="name")
+    artifact = service.find_artifact(service.get(job_id), name)
+    if artifact is None:
+        raise NotFound(f"job '{job_id}' has no artifact named '{name}'", field="name")
+    path = service.workspace.resolve(str(artifact["path"]), field="name")
+    return file_response(request, path, field="name")
