@@ -133,7 +133,9 @@ def test_training_reports_progress_then_the_finished_process(worker: Worker) -> 
     assert len(progress) >= 2, progress
     assert posts.index(final) == len(posts) - 1
     assert {p["process_id"] for p in progress} == {process["id"]}
-    assert progress[0]["status"] == "queued"
+    # progress_update posts from a thread of its own per call, so arrival order is not send order:
+    # the queued report must be there, not necessarily first.
+    assert "queued" in [p["status"] for p in progress]
     running_steps = [p["step"] for p in progress if p["status"] == "running"]
     assert running_steps and running_steps == sorted(running_steps) and running_steps[-1] > 0
     # While the job ran, the heartbeat named it.
