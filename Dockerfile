@@ -46,8 +46,7 @@ COPY pyproject.toml README.md alembic.ini test_input.json ./
 COPY app ./app
 COPY core ./core
 COPY gpu ./gpu
-COPY migrations ./migrations
-# Editable, so the migrations/ folder and gpu/generate_worker.py are found where the code expects them.
+# Editable, so tracebacks point at /app; the migrations ship inside core/ and install either way.
 RUN python3.12 -m venv /opt/lorapod \
     && /opt/lorapod/bin/pip install --upgrade pip \
     && /opt/lorapod/bin/pip install -e /app \

@@ -49,7 +49,7 @@ def migrate(settings: Settings) -> int:
     """Create the workspace and apply the database migrations."""
     from core.db import make_engine
     from core.db import migrate as upgrade
-    from core.workspace import Workspace
+    from core.storage.workspace import Workspace
 
     Workspace(settings.workspace).ensure()
     engine = make_engine(settings.effective_database_url)

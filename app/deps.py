@@ -11,10 +11,10 @@ from starlette.exceptions import HTTPException
 from starlette.types import Message
 
 from app.auth import check_bearer
-from core.datasets import DatasetStore
 from core.errors import InvalidInput, TooLarge
-from core.jobs import JobService
+from core.jobs.service import JobService
 from core.settings import Settings
+from core.storage.datasets import DatasetStore
 
 
 def get_service(request: Request) -> JobService:

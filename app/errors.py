@@ -10,8 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from core.contract.validation import field_path
 from core.errors import LorapodError
-from core.validation import field_path
 
 log = logging.getLogger("lorapod.http")
 

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.dispatcher import dispatch
-from core.jobs import JobService
+from core.contract.dispatcher import dispatch
+from core.jobs.service import JobService
 from core.settings import Settings
 
 log = logging.getLogger("lorapod.handler")
@@ -107,7 +107,7 @@ def startup_checks(settings: Settings) -> None:
     """Once per worker, before taking jobs: workspace folders, database schema, GPUs and ai-toolkit, logged."""
     from core.db import make_engine, migrate
     from core.health import toolkit_info
-    from core.workspace import Workspace
+    from core.storage.workspace import Workspace
     from gpu.devices import detect_gpus
 
     Workspace(settings.workspace).ensure()

@@ -16,11 +16,11 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from core.contract.views import progress_view
 from core.errors import InvalidInput, LorapodError
-from core.jobs import JobService
-from core.logs import read_log
-from core.models import Job
-from core.views import progress_view
+from core.jobs.rows import Job
+from core.jobs.service import JobService
+from core.storage.logs import read_log
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
 _EVENT_ID = re.compile(r"(\d{1,18})-(\d{1,18})")

@@ -19,9 +19,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
-from core.workspace import Workspace  # noqa: E402
+from core.storage.workspace import Workspace  # noqa: E402
 from gpu.generation import GenerationOutcome, GenerationRequest, WarmGenerator  # noqa: E402
-from tests.tiny_sd import build_tiny_lora, build_tiny_sd15  # noqa: E402
+from tests.fakes.tiny_sd import build_tiny_lora, build_tiny_sd15  # noqa: E402
 
 
 def request(workspace: Workspace, job_id: str, *, size: int, steps: int, lora: Path | None) -> GenerationRequest:

@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 from gpu.progress import Progress  # noqa: E402
 from gpu.training import TrainingRun  # noqa: E402
-from tests.fake_trainer import FAKE_TOOLKIT_DIR, make_dataset, write_config  # noqa: E402
+from tests.fakes.trainer import FAKE_TOOLKIT_DIR, make_dataset, write_config  # noqa: E402
 
 MAX_RATIO = 1.05
 

@@ -18,12 +18,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.jobs import JobService  # noqa: E402
-from core.lifecycle import JobLifecycle  # noqa: E402
-from core.models import JobStatus  # noqa: E402
+from core.jobs.lifecycle import JobLifecycle  # noqa: E402
+from core.jobs.rows import JobStatus  # noqa: E402
+from core.jobs.service import JobService  # noqa: E402
 from core.settings import Settings  # noqa: E402
-from core.training_config import TrainParams  # noqa: E402
-from tests.fake_trainer import make_dataset  # noqa: E402
+from core.training.params import TrainParams  # noqa: E402
+from tests.fakes.trainer import make_dataset  # noqa: E402
 
 FAKE_TOOLKIT = ROOT / "tests" / "fakes" / "ai_toolkit"
 RUNS = 15

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from core import __version__
 from core.db import ping
-from core.models import JobStatus
+from core.jobs.rows import JobStatus
 from gpu.devices import detect_gpus
 
 if TYPE_CHECKING:
-    from core.jobs import JobService
+    from core.jobs.service import JobService
 
 _VERSION_RE = re.compile(r"""^VERSION\s*=\s*["']([^"']+)["']""", re.MULTILINE)
 

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from app.deps import ServiceDep
 from app.errors import error_responses
 from core.errors import InvalidInput, NotFound
-from core.files import KINDS, list_files
+from core.storage.files import KINDS, list_files
 
 router = APIRouter(tags=["files"])
 

@@ -11,8 +11,8 @@ from fastapi.responses import PlainTextResponse
 from app.deps import ServiceDep, require_auth
 from app.errors import error_responses
 from core.health import health_report
-from core.jobs import JobService
-from core.models import JobStatus
+from core.jobs.rows import JobStatus
+from core.jobs.service import JobService
 
 router = APIRouter(tags=["health"])
 

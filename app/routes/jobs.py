@@ -14,12 +14,12 @@ from app.deps import ServiceDep, body_limited_route, limit_body
 from app.errors import error_responses
 from app.routes.files import DOWNLOAD_RESPONSES, file_response
 from app.sse import SSE_HEADERS, EventCursor, JobFeed
+from core.contract.validation import parse
+from core.contract.views import job_view
 from core.errors import InvalidInput, NotFound, TooLarge
-from core.logs import MAX_TAIL_LINES, read_log
-from core.models import Job, JobStatus, JobType
-from core.requests import JobRequest, TrainYamlRequest
-from core.validation import parse
-from core.views import job_view
+from core.jobs.requests import JobRequest, TrainYamlRequest
+from core.jobs.rows import Job, JobStatus, JobType
+from core.storage.logs import MAX_TAIL_LINES, read_log
 
 # Bodies are capped at RunPod's /run payload limit, so one payload works on both adapters.
 router = APIRouter(tags=["jobs"], route_class=body_limited_route(lambda s: s.payload_limit_run_bytes))

@@ -26,12 +26,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 
+from app.calls.store import Call, CallStatus, CallStore, call_view
 from app.deps import limit_body
 from app.errors import error_responses
-from core.calls import Call, CallStatus, CallStore, call_view
-from core.dispatcher import dispatch
+from core.contract.dispatcher import dispatch
 from core.errors import Conflict, LorapodError, NotFound
-from core.jobs import JobService
+from core.jobs.service import JobService
 
 log = logging.getLogger("lorapod.runpod")
 

@@ -1,0 +1,307 @@
+"""Contract calls made through the pod's RunPod-compatible routes: a persistent table with the cloud's states.
+
+A call is one `{"input": ...}` sent to /run or /runsync. Its row keeps the input (without base64 file
+contents and with secret-looking fields redacted), the RunPod status, the output or error, the lorapod
+process it started, and its timestamps. A finished call's result is kept for the retention of its kind
+(/run 30 min, /runsync 60 s by default, as on the cloud) and is gone after that.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, delete, func, update
+from sqlalchemy.engine import Engine
+from sqlmodel import Field, Session, SQLModel, col, select
+
+from core.db import session_scope
+from core.errors import Conflict, NotFound
+from core.jobs.requests import job_type_of
+from core.jobs.rows import utcnow
+
+
+class CallStatus(StrEnum):
+    """RunPod's request states."""
+
+    IN_QUEUE = "IN_QUEUE"
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    TIMED_OUT = "TIMED_OUT"
+
+
+FINAL_STATUSES = frozenset({CallStatus.COMPLETED, CallStatus.FAILED, CallStatus.CANCELLED, CallStatus.TIMED_OUT})
+RETRYABLE_STATUSES = (CallStatus.FAILED, CallStatus.TIMED_OUT)
+UNFINISHED_STATUSES = (CallStatus.IN_QUEUE, CallStatus.IN_PROGRESS)
+REDACTED = "[redacted]"
+# Field names that carry credentials; their values are never stored.
+_SECRET_NAME = re.compile(r"token|secret|password|passwd|api[_-]?key|credential|access[_-]?(key|id)", re.IGNORECASE)
+INTERRUPTED = "the server restarted while this call ran"
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    # SQLite hands datetimes back without a zone; lorapod writes UTC only.
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+class Call(SQLModel, table=True):
+    """One call of the RunPod-compatible API."""
+
+    __tablename__ = "calls"
+
+    id: str = Field(primary_key=True, max_length=64)
+    type: str | None = Field(default=None, max_length=64)
+    status: str = Field(index=True, max_length=16)
+    input: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    output: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
+    error: str | None = None
+    process_id: str | None = Field(default=None, max_length=64, index=True)
+    sync: bool = False
+    execution_timeout_ms: int | None = None
+    worker_id: str | None = Field(default=None, max_length=128)
+    retries: int = 0
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    started_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+    completed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+    expires_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True, index=True)
+    )
+
+    @property
+    def final(self) -> bool:
+        """True once the call can no longer change."""
+        return self.status in FINAL_STATUSES
+
+
+def stored_input(payload: dict[str, Any]) -> dict[str, Any]:
+    """The input as stored: base64 file contents left out (their size kept) and secret-looking fields redacted."""
+    cleaned = _redact(payload)
+    files = cleaned.get("files") if isinstance(cleaned, dict) else None
+    if isinstance(files, list):
+        for item in files:
+            if isinstance(item, dict) and "content" in item:
+                content = item.pop("content")
+                item["content_omitted"] = True
+                item["content_chars"] = len(content) if isinstance(content, str) else None
+    return cleaned
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: REDACTED if isinstance(k, str) and _SECRET_NAME.search(k) else _redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(item) for item in value]
+    return value
+
+
+def outcome(result: dict[str, Any]) -> tuple[CallStatus, Any, str | None]:
+    """Status, output and error of a dispatcher result, read as RunPod's worker reads a handler's dict."""
+    output = dict(result)
+    error = output.pop("error", None)
+    if error:
+        return CallStatus.FAILED, output or None, str(error)
+    return CallStatus.COMPLETED, output or None, None
+
+
+def _ms(start: datetime | None, end: datetime | None) -> int:
+    if start is None or end is None:
+        return 0
+    return max(0, int((end - start).total_seconds() * 1000))
+
+
+def call_view(call: Call, *, now: datetime | None = None) -> dict[str, Any]:
+    """The call in the cloud's /status shape: id, status, output?, error?, delayTime, executionTime (ms), workerId."""
+    now = now or utcnow()
+    created, started, completed = _utc(call.created_at), _utc(call.started_at), _utc(call.completed_at)
+    body: dict[str, Any] = {
+        "id": call.id,
+        "status": call.status,
+        "delayTime": _ms(created, started or (None if call.final else now)),
+        "executionTime": _ms(started, completed or (None if call.final else now)),
+    }
+    if call.worker_id:
+        body["workerId"] = call.worker_id
+    if call.output is not None:
+        body["output"] = call.output
+    if call.error:
+        body["error"] = call.error
+    return body
+
+
+class CallStore:
+    """The calls table behind the operations the RunPod-compatible routes need."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        worker_id: str,
+        run_retention_seconds: float,
+        runsync_retention_seconds: float,
+    ) -> None:
+        self.engine = engine
+        self.worker_id = worker_id
+        self.run_retention = timedelta(seconds=run_retention_seconds)
+        self.runsync_retention = timedelta(seconds=runsync_retention_seconds)
+
+    def create(self, payload: dict[str, Any], *, sync: bool, execution_timeout_ms: int | None = None) -> Call:
+        """A new call, IN_QUEUE; ids look like the cloud's (`sync-` for /runsync)."""
+        self.delete_expired()
+        call_id = f"sync-{uuid.uuid4()}" if sync else f"{uuid.uuid4()}-u1"
+        kind = job_type_of(payload) if isinstance(payload, dict) else None
+        call = Call(
+            id=call_id,
+            type=kind[:64] if kind else None,
+            status=CallStatus.IN_QUEUE,
+            input=stored_input(payload),
+            sync=sync,
+            execution_timeout_ms=execution_timeout_ms,
+            worker_id=self.worker_id,
+        )
+        with session_scope(self.engine) as session:
+            session.add(call)
+        return call
+
+    def get(self, call_id: str) -> Call:
+        """One call; NotFound when it never existed or its result has expired."""
+        with Session(self.engine) as session:
+            call = session.get(Call, call_id)
+        expires = _utc(call.expires_at) if call is not None else None
+        if call is None or (expires is not None and expires <= utcnow()):
+            raise NotFound(f"no request with id '{call_id}' (unknown, or its result has expired)", field="id")
+        return call
+
+    def start(self, call_id: str) -> bool:
+        """IN_QUEUE -> IN_PROGRESS; False when the call was cancelled or purged meanwhile."""
+        return self._transition(call_id, UNFINISHED_STATUSES[:1], status=CallStatus.IN_PROGRESS, started_at=utcnow())
+
+    def report(self, call_id: str, output: Any, *, process_id: str | None = None) -> None:
+        """Progress while IN_PROGRESS: the latest becomes the output /status shows, as on the cloud."""
+        values: dict[str, Any] = {"output": output}
+        if process_id:
+            values["process_id"] = process_id
+        self._transition(call_id, (CallStatus.IN_PROGRESS,), **values)
+
+    def finish(self, call_id: str, result: dict[str, Any]) -> bool:
+        """Record the dispatcher's result (COMPLETED or FAILED) unless the call was cancelled meanwhile."""
+        status, output, error = outcome(result)
+        return self._end(call_id, (CallStatus.IN_PROGRESS,), status, output=output, error=error)
+
+    def fail(self, call_id: str, error: str) -> bool:
+        """End an unfinished call as FAILED."""
+        return self._end(call_id, UNFINISHED_STATUSES, CallStatus.FAILED, output=None, error=error)
+
+    def time_out(self, call_id: str) -> bool:
+        """IN_PROGRESS -> TIMED_OUT: the call ran past its execution timeout."""
+        call = self.get(call_id)
+        error = f"the request ran longer than its executionTimeout of {call.execution_timeout_ms} ms"
+        return self._end(call_id, (CallStatus.IN_PROGRESS,), CallStatus.TIMED_OUT, error=error)
+
+    def cancel(self, call_id: str) -> Call:
+        """Cancel a queued or running call; a finished one is returned unchanged."""
+        self.get(call_id)
+        self._end(call_id, UNFINISHED_STATUSES, CallStatus.CANCELLED)
+        return self.get(call_id)
+
+    def retry(self, call_id: str) -> Call:
+        """FAILED or TIMED_OUT -> IN_QUEUE with the same id and input; the old output and error are dropped."""
+        call = self.get(call_id)
+        if call.status not in RETRYABLE_STATUSES:
+            raise Conflict(
+                f"request '{call_id}' is {call.status}; only FAILED or TIMED_OUT requests can be retried", field="id"
+            )
+        if call.type == "upload_training_data":
+            raise Conflict(
+                f"request '{call_id}' uploaded files whose contents are not kept; send the upload again", field="id"
+            )
+        with session_scope(self.engine) as session:
+            result = session.execute(
+                update(Call)
+                .where(col(Call.id) == call_id, col(Call.status).in_(list(RETRYABLE_STATUSES)))
+                .values(
+                    status=CallStatus.IN_QUEUE,
+                    output=None,
+                    error=None,
+                    process_id=None,
+                    started_at=None,
+                    completed_at=None,
+                    expires_at=None,
+                    worker_id=self.worker_id,
+                    retries=Call.retries + 1,
+                )
+            )
+        if not result.rowcount:
+            raise Conflict(f"request '{call_id}' changed while being retried; try again", field="id")
+        return self.get(call_id)
+
+    def purge_queue(self) -> list[str]:
+        """Remove this worker's calls still IN_QUEUE; their ids."""
+        with session_scope(self.engine) as session:
+            ids = list(
+                session.exec(
+                    select(Call.id).where(Call.status == CallStatus.IN_QUEUE, Call.worker_id == self.worker_id)
+                ).all()
+            )
+            if ids:
+                session.execute(delete(Call).where(col(Call.id).in_(ids), col(Call.status) == CallStatus.IN_QUEUE))
+        return ids
+
+    def counts(self) -> dict[str, int]:
+        """The cloud's /health job counts over the calls still kept."""
+        self.delete_expired()
+        with Session(self.engine) as session:
+            rows = session.exec(select(Call.status, func.count()).group_by(Call.status)).all()
+            retried = session.exec(select(func.count()).where(col(Call.retries) > 0)).one()
+        by_status = {status: count for status, count in rows}
+        return {
+            "completed": by_status.get(CallStatus.COMPLETED, 0),
+            "failed": by_status.get(CallStatus.FAILED, 0) + by_status.get(CallStatus.TIMED_OUT, 0),
+            "inProgress": by_status.get(CallStatus.IN_PROGRESS, 0),
+            "inQueue": by_status.get(CallStatus.IN_QUEUE, 0),
+            "retried": int(retried),
+        }
+
+    def fail_interrupted(self) -> list[str]:
+        """Fail this worker's calls a previous run of the server left unfinished; their ids."""
+        with Session(self.engine) as session:
+            ids = list(
+                session.exec(
+                    select(Call.id).where(
+                        col(Call.status).in_(list(UNFINISHED_STATUSES)), Call.worker_id == self.worker_id
+                    )
+                ).all()
+            )
+        for call_id in ids:
+            self.fail(call_id, INTERRUPTED)
+        return ids
+
+    def delete_expired(self) -> int:
+        """Drop calls whose result retention has passed; how many."""
+        with session_scope(self.engine) as session:
+            result = session.execute(
+                delete(Call).where(col(Call.expires_at).is_not(None), col(Call.expires_at) <= utcnow())
+            )
+        return int(result.rowcount or 0)
+
+    def _end(self, call_id: str, from_statuses: tuple[CallStatus, ...], status: CallStatus, **values: Any) -> bool:
+        now = utcnow()
+        with Session(self.engine) as session:
+            sync = session.exec(select(Call.sync).where(Call.id == call_id)).first()
+        retention = self.runsync_retention if sync else self.run_retention
+        return self._transition(
+            call_id, from_statuses, status=status, completed_at=now, expires_at=now + retention, **values
+        )
+
+    def _transition(self, call_id: str, from_statuses: tuple[CallStatus, ...], **values: Any) -> bool:
+        with session_scope(self.engine) as session:
+            result = session.execute(
+                update(Call).where(col(Call.id) == call_id, col(Call.status).in_(list(from_statuses))).values(**values)
+            )
+        return bool(result.rowcount)

@@ -1,0 +1,396 @@
+"""The one map from a contract call's `input.type` to the core; the RunPod handler and the pod's routes call it.
+
+`dispatch(service, payload)` takes the `input` object (without the `{"input": ...}` envelope) and returns the
+output dict, or `{"error": "<one clear sentence>"}`: it never raises for bad input. With no `type` but a
+`prompt`, the call means `generate`.
+
+Outputs, by type:
+
+- `health`: the health object of `core.health.health_report`.
+- `upload_training_data`: the upload summary `{dataset, saved, skipped, renamed, images, captions,
+  images_without_caption}`. A file whose content is not valid base64 refuses the whole call (nothing written).
+- `train`, `train_with_yaml`, `generate`: with `wait` (the default) the finished process; a process that failed
+  or was cancelled comes back with a top-level `error` too, so RunPod marks the call FAILED. With
+  `"wait": false`: `{process_id, status, type}` at once (the seed's behaviour).
+- `processes`: `{"processes": [process, ...], "next_cursor": str | None}`; filters `status`, `job_type`.
+- `process_status`, `cancel`: the process.
+- `lora`: `{"loras": [...]}`; `list_models`: `{"base_models": [...], "loras": [...]}`; `list_files`: `{"files": [...]}`.
+- `download_file`, `download`, `bulk_download`: one chunk `{file_path, name, content (base64), size, offset,
+  length, next_offset (null at the end), done, sha256 (of the whole file)}`; `download` adds `process_id`,
+  `artifact` and `kind`, `bulk_download` adds `files` (how many are in the zip). Ask again with
+  `offset = next_offset` until `done`. A chunk is at most what fits the /run payload limit after base64.
+
+A process is `core.contract.views.job_view` with its `error` renamed `process_error`: RunPod reads a truthy top-level
+`error` as the failure of the call itself, and asking for the status of a failed process is not a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from core.contract.inputs import (
+    CONTRACT_INPUT_MODELS,
+    BulkDownloadInput,
+    CancelInput,
+    DownloadFileInput,
+    DownloadInput,
+    ListFilesInput,
+    ProcessesInput,
+    ProcessStatusInput,
+    UploadInput,
+)
+from core.contract.validation import parse
+from core.contract.views import job_view
+from core.errors import Conflict, InvalidInput, LorapodError, NotFound
+from core.health import health_report
+from core.jobs.requests import JOB_REQUEST_MODELS, job_type_of
+from core.jobs.rows import Job, JobStatus, JobType
+from core.jobs.service import JobService
+from core.storage.catalog import list_base_models, list_loras
+from core.storage.files import Chunk, build_zip, bundle_key, list_files, max_raw_chunk, read_chunk, resolve_many
+from core.storage.workspace import Workspace
+
+log = logging.getLogger("lorapod.dispatcher")
+
+CONTRACT_TYPES = (
+    "health",
+    "upload_training_data",
+    "train",
+    "train_with_yaml",
+    "generate",
+    "processes",
+    "process_status",
+    "lora",
+    "list_models",
+    "cancel",
+    "download",
+    "bulk_download",
+    "list_files",
+    "download_file",
+)
+ProgressCallback = Callable[[dict[str, Any]], None]
+# Beyond the trainer's own SIGINT-to-SIGKILL grace: time for it to exit and the job to be marked.
+_STOP_SLACK_SECONDS = 30.0
+
+
+async def dispatch(
+    service: JobService,
+    payload: dict[str, Any],
+    *,
+    progress: ProgressCallback | None = None,
+    wait: bool | None = None,
+    stop_on_cancel: bool = True,
+) -> dict[str, Any]:
+    """Run one contract call and return its output, or {"error": ...}; never raises for bad input.
+
+    progress receives throttled progress dicts while a train/generate call waits. wait is the default for
+    train/generate calls that carry no `wait` field (True when None). When the awaiting task is cancelled
+    and stop_on_cancel is true, the process is cancelled and awaited (trainer gone) before the
+    CancelledError is re-raised.
+    """
+    try:
+        return await _dispatch(service, payload, progress, wait, stop_on_cancel)
+    except LorapodError as exc:
+        return {"error": error_sentence(exc)}
+    except OSError as exc:
+        if exc.errno in (errno.ENAMETOOLONG, errno.EILSEQ):
+            return {"error": "path: is too long or not a valid file name"}
+        log.exception("contract call failed")
+        return {"error": f"internal error: {type(exc).__name__}: {exc}"}
+    except Exception as exc:
+        log.exception("contract call failed")
+        return {"error": f"internal error: {type(exc).__name__}: {exc}"}
+
+
+def error_sentence(exc: LorapodError) -> str:
+    """The error as one sentence that starts with the field at fault when there is one."""
+    if exc.field and not exc.message.startswith(exc.field):
+        return f"{exc.field}: {exc.message}"
+    return exc.message
+
+
+async def _dispatch(
+    service: JobService,
+    payload: Any,
+    progress: ProgressCallback | None,
+    wait: bool | None,
+    stop_on_cancel: bool,
+) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise InvalidInput("input", "must be a JSON object")
+    kind = job_type_of(payload)
+    expected = ", ".join(CONTRACT_TYPES)
+    if kind is None:
+        if payload.get("type") is not None:
+            raise InvalidInput("type", f"must be a string, one of {expected}")
+        raise InvalidInput("type", f"is required (one of {expected}); with no type, a prompt means generate")
+    if kind in JOB_REQUEST_MODELS:
+        return await _job(service, kind, payload, progress, wait, stop_on_cancel)
+    model = CONTRACT_INPUT_MODELS.get(kind)
+    if model is None:
+        raise InvalidInput("type", f"unknown type '{kind[:64]}'; expected one of {expected}")
+    data = parse(model, payload)
+    return await asyncio.to_thread(_HANDLERS[kind], service, data)
+
+
+# ----- trainings and generations
+
+
+async def _job(
+    service: JobService,
+    kind: str,
+    payload: dict[str, Any],
+    progress: ProgressCallback | None,
+    wait: bool | None,
+    stop_on_cancel: bool,
+) -> dict[str, Any]:
+    body = dict(payload)
+    # `wait` steers the call, not the job, and the job models forbid unknown fields: take it out first.
+    wait_field = body.pop("wait", None)
+    if wait_field is not None and not isinstance(wait_field, bool):
+        raise InvalidInput("wait", "must be true or false")
+    should_wait = wait_field if wait_field is not None else (wait if wait is not None else True)
+    request = parse(JOB_REQUEST_MODELS[kind], body)
+    # Submitted on the loop, not in a thread: a cancel arriving now finds the job already created and reported.
+    job = service.submit(request)
+    if not should_wait:
+        return {"process_id": job.id, "status": str(job.status), "type": str(job.type)}
+    reporter = ProgressReporter(progress, service.settings.progress_interval_seconds)
+    reporter.send(job)
+    try:
+        job = await service.wait(job.id, on_change=reporter)
+    except asyncio.CancelledError:
+        if stop_on_cancel:
+            await _stop(service, job.id)
+        raise
+    return finished(job)
+
+
+def finished(job: Job) -> dict[str, Any]:
+    """A finished process as a call's output; failed or cancelled adds a top-level error (the call failed)."""
+    out = process_view(job)
+    if job.status == JobStatus.failed:
+        out["error"] = f"process {job.id} failed: {job.error or 'no reason was recorded'}"
+    elif job.status == JobStatus.cancelled:
+        out["error"] = f"process {job.id} was cancelled"
+    return out
+
+
+async def _stop(service: JobService, job_id: str) -> None:
+    """Cancel the job and wait until it is terminal (its trainer gone), even if cancelled again meanwhile."""
+
+    async def stop() -> None:
+        try:
+            service.cancel(job_id)
+        except (Conflict, NotFound):
+            return
+        await service.wait(job_id, timeout=service.settings.stop_grace_seconds + _STOP_SLACK_SECONDS)
+
+    task = asyncio.ensure_future(stop())
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        log.warning("stop of %s interrupted; it carries on in the background", job_id)
+    except Exception:
+        log.exception("could not stop %s", job_id)
+
+
+class ProgressReporter:
+    """Turns job changes into progress dicts for the caller: a status change at once, the rest throttled."""
+
+    def __init__(self, callback: ProgressCallback | None, interval: float) -> None:
+        self.callback = callback
+        self.interval = interval
+        self._last_status: str | None = None
+        self._last_sent = 0.0
+
+    def __call__(self, job: Job) -> None:
+        # The finished process is the call's result; a late progress post could overwrite it (runpod-python #250).
+        if self.callback is None or job.terminal:
+            return
+        if job.status == self._last_status and time.monotonic() - self._last_sent < self.interval:
+            return
+        self.send(job)
+
+    def send(self, job: Job) -> None:
+        """Report now, whatever the throttle says."""
+        if self.callback is None:
+            return
+        self._last_status = str(job.status)
+        self._last_sent = time.monotonic()
+        try:
+            self.callback(progress_of(job))
+        except Exception:
+            log.exception("progress callback failed")
+
+
+def progress_of(job: Job) -> dict[str, Any]:
+    """The progress dict reported while a call waits: status, step, total, percent, ETA, loss."""
+    return {
+        "process_id": job.id,
+        "type": str(job.type),
+        "status": str(job.status),
+        "step": job.step,
+        "total_steps": job.total_steps,
+        "percent": job.percent,
+        "eta_seconds": job.eta_seconds,
+        "loss": job.loss,
+    }
+
+
+def process_view(job: Job) -> dict[str, Any]:
+    """job_view with `error` renamed `process_error` (a top-level `error` would fail the RunPod call)."""
+    view = job_view(job)
+    view["process_error"] = view.pop("error")
+    return view
+
+
+# ----- everything else (blocking file and database work, run in a thread)
+
+
+def _health(service: JobService, _data: BaseModel) -> dict[str, Any]:
+    return health_report(service)
+
+
+def _upload(service: JobService, data: UploadInput) -> dict[str, Any]:
+    files = [item.model_dump() for item in data.files]
+    return service.datasets.save_base64(data.training_name, files).to_dict()
+
+
+def _processes(service: JobService, data: ProcessesInput) -> dict[str, Any]:
+    jobs, next_cursor = service.list(status=data.status, job_type=data.job_type, limit=data.limit, cursor=data.cursor)
+    return {"processes": [process_view(job) for job in jobs], "next_cursor": next_cursor}
+
+
+def _process_status(service: JobService, data: ProcessStatusInput) -> dict[str, Any]:
+    return process_view(service.get(data.process_id))
+
+
+def _cancel(service: JobService, data: CancelInput) -> dict[str, Any]:
+    return process_view(service.cancel(data.process_id))
+
+
+def _lora(service: JobService, _data: BaseModel) -> dict[str, Any]:
+    return {"loras": [lora.to_dict() for lora in list_loras(service.workspace)]}
+
+
+def _list_models(service: JobService, _data: BaseModel) -> dict[str, Any]:
+    workspace = service.workspace
+    return {
+        "base_models": [model.to_dict() for model in list_base_models(workspace)],
+        "loras": [lora.to_dict() for lora in list_loras(workspace)],
+    }
+
+
+def _list_files(service: JobService, data: ListFilesInput) -> dict[str, Any]:
+    found = list_files(service.workspace, data.directory, data.pattern, limit=data.limit)
+    return {"files": [info.to_dict() for info in found]}
+
+
+def _download_file(service: JobService, data: DownloadFileInput) -> dict[str, Any]:
+    workspace = service.workspace
+    refuse_private(workspace, workspace.resolve(data.file_path, field="file_path"), "file_path")
+    return _chunk(service, data.file_path, data.offset, data.length)
+
+
+def _download(service: JobService, data: DownloadInput) -> dict[str, Any]:
+    job = service.get(data.process_id)
+    if data.artifact is None:
+        artifact = _main_artifact(job, service.current_artifacts(job))
+    elif (artifact := service.find_artifact(job, data.artifact)) is None:
+        raise NotFound(f"process '{job.id}' has no artifact named '{data.artifact}'", field="artifact")
+    out = _chunk(service, str(artifact["path"]), data.offset, data.length)
+    return {**out, "process_id": job.id, "artifact": artifact["name"], "kind": artifact["kind"]}
+
+
+def _bulk_download(service: JobService, data: BulkDownloadInput) -> dict[str, Any]:
+    workspace = service.workspace
+    source = data.source()
+    if source == "process_id":
+        job = service.get(str(data.process_id))
+        paths = [workspace.resolve(str(a["path"]), field="process_id") for a in service.current_artifacts(job)]
+        paths = [path for path in paths if path.is_file()]
+        if not paths:
+            raise NotFound(f"process '{job.id}' has no files to download yet (status {job.status})", field="process_id")
+        prefix = job.id
+    else:
+        for index, raw in enumerate(data.file_paths or []):
+            field = f"file_paths[{index}]"
+            refuse_private(workspace, workspace.resolve(raw, field=field), field)
+        if data.directory is not None:
+            refuse_private(workspace, workspace.resolve(data.directory, field="directory"), "directory")
+        paths = resolve_many(workspace, data.file_paths, data.directory)
+        prefix = "bundle"
+    archive = build_zip(workspace, paths, bundle_name=f"{prefix}-{bundle_key(paths)}")
+    out = _chunk(service, workspace.relative(archive), data.offset, data.length)
+    return {**out, "files": len(paths)}
+
+
+_HANDLERS: dict[str, Callable[[JobService, Any], dict[str, Any]]] = {
+    "health": _health,
+    "upload_training_data": _upload,
+    "processes": _processes,
+    "process_status": _process_status,
+    "cancel": _cancel,
+    "lora": _lora,
+    "list_models": _list_models,
+    "list_files": _list_files,
+    "download_file": _download_file,
+    "download": _download,
+    "bulk_download": _bulk_download,
+}
+
+
+# ----- helpers
+
+
+def chunk_limit(service: JobService) -> int:
+    """The largest raw chunk a download answers with: what fits the /run payload limit after base64."""
+    return max_raw_chunk(service.settings.payload_limit_run_bytes)
+
+
+def _chunk(service: JobService, path: str, offset: int, length: int | None) -> dict[str, Any]:
+    chunk = read_chunk(service.workspace, path, offset=offset, length=length, max_length=chunk_limit(service))
+    return chunk_output(chunk)
+
+
+def chunk_output(chunk: Chunk) -> dict[str, Any]:
+    """A chunk in the contract's shape."""
+    return {
+        "file_path": chunk.path,
+        "name": Path(chunk.path).name,
+        "content": chunk.content_b64,
+        "size": chunk.size,
+        "offset": chunk.offset,
+        "length": chunk.length,
+        "next_offset": chunk.next_offset,
+        "done": chunk.done,
+        "sha256": chunk.sha256,
+    }
+
+
+def refuse_private(workspace: Workspace, target: Path, field: str) -> None:
+    """NotFound for what listings hide: hidden names anywhere in the path, and the database at the root."""
+    if target != workspace.root and workspace.is_private(target):
+        raise NotFound(f"{field}: no such file in the workspace", field=field)
+
+
+def _main_artifact(job: Job, artifacts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The main artifact: the final LoRA (else the newest checkpoint), or the first image."""
+    if job.type == JobType.train:
+        loras = [a for a in artifacts if a.get("kind") == "lora"]
+        checkpoints = sorted((a for a in artifacts if a.get("kind") == "checkpoint"), key=lambda a: a.get("step") or 0)
+        main = loras or checkpoints[-1:]
+    else:
+        main = [a for a in artifacts if a.get("kind") == "image"]
+    if not main:
+        raise NotFound(f"process '{job.id}' has no artifact to download yet (status {job.status})", field="process_id")
+    return main[0]

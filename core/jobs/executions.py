@@ -1,0 +1,149 @@
+"""How each job type runs on a slot: a training through ai-toolkit, a generation on the warm worker."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from core.jobs.lifecycle import JobLifecycle
+from core.jobs.rows import Job, JobStatus
+from core.settings import Settings
+from core.storage.workspace import Workspace
+from gpu.adopted import AdoptedTraining
+from gpu.artifacts import Artifact, scan_training_output
+from gpu.generation import GenerationRequest, WarmGenerator
+from gpu.training import TrainingRun
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    """How a job's run ended."""
+
+    status: JobStatus
+    error: str | None = None
+    exit_code: int | None = None
+
+
+class Execution(Protocol):
+    """A job running on a slot."""
+
+    async def run(self) -> ExecutionResult:
+        """Run to the end and say how it ended."""
+        ...
+
+    def stop(self) -> None:
+        """Ask the run to stop; run() then returns cancelled."""
+        ...
+
+
+def subprocess_env(settings: Settings, workspace: Workspace) -> dict[str, str]:
+    """Extra environment for GPU subprocesses: secrets and the workspace's Hugging Face cache."""
+    env = settings.subprocess_secrets()
+    if "HF_HOME" not in os.environ and "HF_HUB_CACHE" not in os.environ:
+        env["HF_HUB_CACHE"] = str(workspace.hf_cache)
+    return env
+
+
+class TrainerExecution:
+    """An ai-toolkit trainer on a slot: started here, or adopted after a server restart."""
+
+    def __init__(self, trainer: TrainingRun | AdoptedTraining, grace: float) -> None:
+        self.trainer = trainer
+        self.grace = grace
+
+    @classmethod
+    def launch(
+        cls, *, job: Job, gpu: str | None, settings: Settings, workspace: Workspace, life: JobLifecycle
+    ) -> TrainerExecution:
+        """ai-toolkit's run.py on the job's config, on one GPU slot."""
+        trainer = TrainingRun(
+            python=settings.ai_toolkit_python,
+            toolkit_dir=settings.ai_toolkit_dir or Path("/nonexistent-ai-toolkit"),
+            config_path=workspace.root / job.config["config_path"],
+            job_name=job.config["name"],
+            save_root=workspace.root / job.config["save_root"],
+            log_path=workspace.root / str(job.log_path),
+            gpu=gpu,
+            extra_env=subprocess_env(settings, workspace),
+            on_start=lambda pid: life.started(pid=pid),
+            on_progress=life.progress,
+            on_artifacts=life.artifacts,
+            progress_interval=settings.progress_interval_seconds,
+        )
+        return cls(trainer, settings.stop_grace_seconds)
+
+    @classmethod
+    def adopt(cls, *, job: Job, settings: Settings, workspace: Workspace, life: JobLifecycle) -> TrainerExecution:
+        """A trainer a previous server run started and that outlived it, watched through its pid and log."""
+        trainer = AdoptedTraining(
+            pid=int(job.pid or 0),
+            log_path=workspace.root / str(job.log_path),
+            job_name=job.config["name"],
+            save_root=workspace.root / job.config["save_root"],
+            on_progress=life.progress,
+            on_artifacts=life.artifacts,
+            progress_interval=settings.progress_interval_seconds,
+        )
+        return cls(trainer, settings.stop_grace_seconds)
+
+    async def run(self) -> ExecutionResult:
+        """Follow the trainer to its end and map its outcome to a job status."""
+        outcome = await self.trainer.run()
+        return ExecutionResult(JobStatus(outcome.status), outcome.error, outcome.exit_code)
+
+    def stop(self) -> None:
+        """SIGINT now, SIGKILL to the group after the grace period."""
+        self.trainer.request_stop(self.grace)
+
+
+class GenerationExecution:
+    """One generation request on the slot's warm generator."""
+
+    def __init__(
+        self, *, generator: WarmGenerator, request: GenerationRequest, workspace: Workspace, life: JobLifecycle
+    ):
+        self.generator = generator
+        self.request = request
+        self.workspace = workspace
+        self.life = life
+
+    async def run(self) -> ExecutionResult:
+        """Generate the images and record them as artifacts as they appear."""
+        self.life.started(pid=None)
+        outcome = await self.generator.generate(
+            self.request, on_progress=self.life.progress, on_image=lambda _path: self._record_images()
+        )
+        self._record_images()
+        return ExecutionResult(JobStatus(outcome.status), outcome.error)
+
+    def stop(self) -> None:
+        """Stop at the next denoising step."""
+        self.generator.cancel()
+
+    def _record_images(self) -> None:
+        self.life.artifacts(scan_generated(self.request.output_dir))
+
+
+def scan_generated(folder: Path) -> list[Artifact]:
+    """Images and their JSON sidecars in a generation job's folder."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in sorted(folder.iterdir(), key=lambda p: (p.stem.zfill(8), p.suffix)):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        kind = {".png": "image", ".jpg": "image", ".webp": "image", ".json": "metadata"}.get(path.suffix)
+        if kind is None:
+            continue
+        stat = path.stat()
+        found.append(Artifact(name=path.name, kind=kind, path=path, size=stat.st_size, modified=stat.st_mtime))
+    return found
+
+
+def scan_training(job: Job, workspace: Workspace) -> list[Artifact]:
+    """A training job's checkpoints, final LoRA, samples and config as found on disk now."""
+    if not job.config.get("save_root"):
+        return []
+    return scan_training_output(workspace.root / job.config["save_root"], job.config["name"])

@@ -1,0 +1,56 @@
+"""Job requests as both adapters receive them: `{"type": ..., ...fields}`, one set of models."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+
+from core.jobs.generation import GenerateParams
+from core.training.params import TrainParams
+
+
+class TrainRequest(TrainParams):
+    """Start a LoRA training from simple parameters; lorapod writes the ai-toolkit config."""
+
+    type: Literal["train"] = "train"
+
+
+class TrainYamlRequest(BaseModel):
+    """Start a training from a whole ai-toolkit config given as a YAML (or JSON) string."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["train_with_yaml"] = "train_with_yaml"
+    yaml_config: str = Field(
+        validation_alias=AliasChoices("yaml_config", "config"),
+        min_length=1,
+        description="The ai-toolkit config as YAML text (`config` is accepted too, as the seed did).",
+    )
+
+    @property
+    def text(self) -> str:
+        """The YAML text."""
+        return self.yaml_config
+
+
+class GenerateRequest(GenerateParams):
+    """Generate images from a base model with an optional LoRA."""
+
+    type: Literal["generate"] = "generate"
+
+
+JobRequest = Annotated[TrainRequest | TrainYamlRequest | GenerateRequest, Field(discriminator="type")]
+JOB_REQUEST_MODELS: dict[str, type[BaseModel]] = {
+    "train": TrainRequest,
+    "train_with_yaml": TrainYamlRequest,
+    "generate": GenerateRequest,
+}
+
+
+def job_type_of(payload: dict[str, Any]) -> str | None:
+    """The contract type of a payload; no type but a prompt means generate."""
+    kind = payload.get("type")
+    if kind is None and ("prompt" in payload or "prompts" in payload):
+        return "generate"
+    return kind if isinstance(kind, str) else None

@@ -1,0 +1,420 @@
+"""The job service both adapters call: submit, inspect, list, cancel, delete and wait for jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from core.db import make_engine, migrate
+from core.errors import Conflict, InvalidInput, Unavailable
+from core.jobs.executions import (
+    Execution,
+    GenerationExecution,
+    TrainerExecution,
+    scan_generated,
+    scan_training,
+    subprocess_env,
+)
+from core.jobs.generation import GenerateParams, build_generation_request
+from core.jobs.lifecycle import JobLifecycle, artifact_record
+from core.jobs.notify import Notifier
+from core.jobs.recovery import recover_jobs
+from core.jobs.requests import JobRequest, TrainRequest, TrainYamlRequest
+from core.jobs.rows import Job, JobStatus, JobType, new_job_id, utcnow
+from core.jobs.scheduler import Scheduler, Slot
+from core.jobs.store import JobStore
+from core.settings import Settings
+from core.storage.datasets import DatasetStore
+from core.storage.workspace import Workspace, atomic_write_text
+from core.training.builder import TrainingPlan, build_training_config
+from core.training.params import TrainParams
+from core.training.yaml_loader import dump_yaml
+from core.training.yaml_rewrite import parse_yaml_config
+from gpu.artifacts import Artifact
+from gpu.devices import detect_gpus, parse_gpu_list
+from gpu.generation import GenerationRequest, WarmGenerator
+
+log = logging.getLogger("lorapod.jobs")
+
+
+class JobService:
+    """lorapod's one job service: a process table, a scheduler over GPU slots, and the runners."""
+
+    def __init__(self, settings: Settings, *, engine: Engine | None = None) -> None:
+        self.settings = settings
+        self.workspace = Workspace(settings.workspace).ensure()
+        self.engine = engine or make_engine(settings.effective_database_url)
+        self.store = JobStore(self.engine)
+        # one store, so REST and contract uploads into the same dataset share its commit lock
+        self.datasets = DatasetStore(
+            self.workspace,
+            max_file_bytes=settings.max_file_bytes,
+            max_upload_bytes=settings.max_upload_bytes,
+            max_zip_entries=settings.max_zip_entries,
+        )
+        self.notifier = Notifier()
+        try:
+            gpus = parse_gpu_list(settings.gpus, detect_gpus() if not settings.gpus else [])
+        except ValueError as exc:
+            raise InvalidInput("LORAPOD_GPUS", str(exc)) from exc
+        self.scheduler = Scheduler(
+            store=self.store,
+            slots=[Slot(gpu=gpu) for gpu in gpus],
+            worker_id=settings.worker_id,
+            run_job=self._run_job,
+        )
+        self._executions: dict[str, Execution] = {}
+        self._housekeeping: asyncio.Task[None] | None = None
+        self.started = False
+
+    # -- life of the service -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Migrate, recover jobs a previous run left behind, and start scheduling."""
+        if self.started:
+            return
+        migrate(self.engine)
+        self.scheduler.attach(asyncio.get_running_loop())
+        await recover_jobs(self)
+        self.started = True
+        self._housekeeping = asyncio.create_task(self._housekeep(), name="lorapod-housekeeping")
+        self.scheduler.kick()
+
+    async def close(self) -> None:
+        """Stop scheduling; running trainers keep going and are picked up again at the next start."""
+        if self._housekeeping:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
+        await self.scheduler.shutdown()
+        self.started = False
+
+    async def _housekeep(self) -> None:
+        # Other workers sharing the database may queue jobs or request cancels; look every few seconds.
+        while True:
+            await asyncio.sleep(2.0)
+            try:
+                for job_id in self.store.cancel_requested_on(self.settings.worker_id):
+                    execution = self._executions.get(job_id)
+                    if execution is not None:
+                        execution.stop()
+                self.scheduler.kick()
+            except Exception:
+                log.exception("housekeeping failed")
+
+    # -- submission ----------------------------------------------------------------------
+
+    def submit_training(self, params: TrainParams, *, idempotency_key: str | None = None) -> Job:
+        """Queue a training from simple parameters; lorapod writes the ai-toolkit config."""
+        self._require_toolkit()
+        job_id = new_job_id(JobType.train)
+        plan = build_training_config(params, workspace=self.workspace, job_id=job_id)
+        return self._queue_training(job_id, plan, params.model_dump(mode="json"), idempotency_key)
+
+    def submit_training_yaml(self, yaml_text: str, *, idempotency_key: str | None = None) -> Job:
+        """Queue a training from a whole ai-toolkit config given as YAML."""
+        self._require_toolkit()
+        job_id = new_job_id(JobType.train)
+        plan = parse_yaml_config(
+            yaml_text, workspace=self.workspace, job_id=job_id, max_bytes=self.settings.max_yaml_bytes
+        )
+        return self._queue_training(job_id, plan, {"yaml_config_bytes": len(yaml_text.encode())}, idempotency_key)
+
+    def submit_generation(self, params: GenerateParams, *, idempotency_key: str | None = None) -> Job:
+        """Queue a generation on the warm generator."""
+        job_id = new_job_id(JobType.generate)
+        request = build_generation_request(
+            params, workspace=self.workspace, job_id=job_id, lora_for_job=self.final_lora_of
+        )
+        job = Job(
+            id=job_id,
+            type=JobType.generate,
+            status=JobStatus.queued,
+            name=(request.prompts[0][:120] if request.prompts else job_id),
+            base_model=request.base_model,
+            params=params.model_dump(mode="json"),
+            config=generation_config(request, self.workspace),
+            total_steps=request.steps * request.num_images * len(request.prompts),
+            log_path=self.workspace.relative(self.workspace.logs / f"{job_id}.log"),
+            output_dir=self.workspace.relative(request.output_dir),
+            idempotency_key=idempotency_key,
+        )
+        return self._enqueue(job)
+
+    def submit(self, request: JobRequest, *, idempotency_key: str | None = None) -> Job:
+        """Queue any job request (train, train_with_yaml, generate)."""
+        if isinstance(request, TrainRequest):
+            params = TrainParams.model_validate(request.model_dump(exclude={"type"}))
+            return self.submit_training(params, idempotency_key=idempotency_key)
+        if isinstance(request, TrainYamlRequest):
+            return self.submit_training_yaml(request.text, idempotency_key=idempotency_key)
+        params_g = GenerateParams.model_validate(request.model_dump(exclude={"type"}))
+        return self.submit_generation(params_g, idempotency_key=idempotency_key)
+
+    def _queue_training(
+        self, job_id: str, plan: TrainingPlan, params: dict[str, Any], idempotency_key: str | None
+    ) -> Job:
+        job_dir = self.workspace.output / job_id
+        config_path = job_dir / "job_config.yaml"  # written when the job starts, from the stored config
+        job = Job(
+            id=job_id,
+            type=JobType.train,
+            status=JobStatus.queued,
+            name=plan.name,
+            dataset=params.get("training_name") or _dataset_name(plan, self.workspace),
+            base_model=plan.base_model,
+            params=params,
+            config={
+                "name": plan.name,
+                "save_root": self.workspace.relative(plan.save_root),
+                "config_path": self.workspace.relative(config_path),
+                "warnings": plan.warnings,
+                "ai_toolkit": plan.config,
+            },
+            total_steps=plan.total_steps,
+            log_path=self.workspace.relative(self.workspace.logs / f"{job_id}.log"),
+            output_dir=self.workspace.relative(job_dir),
+            idempotency_key=idempotency_key,
+        )
+        return self._enqueue(job)
+
+    def _enqueue(self, job: Job) -> Job:
+        if job.idempotency_key and (existing := self.store.by_idempotency_key(job.idempotency_key)):
+            return existing
+        stored = self.store.insert(job)
+        self.notifier.notify(stored.id)
+        self.scheduler.kick()
+        return stored
+
+    def _require_toolkit(self) -> None:
+        toolkit = self.settings.ai_toolkit_dir
+        if toolkit is None:
+            raise Unavailable("ai-toolkit is not configured: set AI_TOOLKIT_DIR to the folder holding its run.py")
+        if not (Path(toolkit) / "run.py").is_file():
+            raise Unavailable(f"ai-toolkit's run.py was not found in AI_TOOLKIT_DIR ({toolkit})")
+
+    # -- reading -------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job:
+        """One job, or NotFound."""
+        return self.store.get(job_id)
+
+    def list(
+        self, *, status: str | None = None, job_type: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> tuple[list[Job], str | None]:
+        """Jobs newest first, filtered, with the cursor of the next page."""
+        if status is not None and status not in JobStatus.__members__:
+            raise InvalidInput("status", f"must be one of {', '.join(JobStatus)}")
+        if job_type is not None and job_type not in JobType.__members__:
+            raise InvalidInput("type", f"must be one of {', '.join(JobType)}")
+        if not 1 <= limit <= 500:
+            raise InvalidInput("limit", "must be between 1 and 500")
+        return self.store.page(status=status, job_type=job_type, limit=limit, cursor=cursor)
+
+    def final_lora_of(self, job_id: str) -> Path | None:
+        """The final LoRA file of a finished training job, if it wrote one."""
+        job = self.store.find(job_id)
+        if job is None:
+            return None
+        for artifact in job.artifacts:
+            if artifact.get("kind") == "lora":
+                return self.workspace.root / str(artifact["path"])
+        return None
+
+    def queue_depth(self) -> int:
+        """How many jobs wait for a slot."""
+        return self.store.counts_by_status().get(JobStatus.queued, 0)
+
+    # -- changing ------------------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a queued job at once, or ask a running one to stop; Conflict when it already ended."""
+        job = self.store.get(job_id)
+        if job.terminal:
+            raise Conflict(f"job '{job_id}' has already finished ({job.status})", field="process_id")
+        if self.store.transition(
+            job_id,
+            from_statuses=[JobStatus.queued],
+            status=JobStatus.cancelled,
+            finished_at=utcnow(),
+            cancel_requested=True,
+            error="cancelled before it started",
+        ):
+            self.notifier.notify(job_id)
+            return self.store.get(job_id)
+        self.store.update(job_id, cancel_requested=True)
+        execution = self._executions.get(job_id)
+        if execution is not None:
+            execution.stop()
+        self.notifier.notify(job_id)
+        return self.store.get(job_id)
+
+    def delete(self, job_id: str, *, files: bool = False) -> None:
+        """Remove a finished job's record, and with files=True its output folder and log."""
+        job = self.store.get(job_id)
+        if not job.terminal:
+            raise Conflict(f"job '{job_id}' is {job.status}; cancel it before deleting", field="process_id")
+        if files:
+            for rel in (job.output_dir, job.log_path):
+                if not rel:
+                    continue
+                target = self.workspace.resolve(rel)
+                if target.is_dir():
+                    shutil.rmtree(target, ignore_errors=True)
+                elif target.exists():
+                    target.unlink()
+        self.store.delete(job_id)
+        self.notifier.notify(job_id)
+
+    # -- waiting -------------------------------------------------------------------------
+
+    async def watch(self, job_id: str, *, poll_seconds: float = 1.0) -> AsyncIterator[Job]:
+        """Yield the job now and after each change, ending with its terminal state."""
+        last_seen: Any = None
+        while True:
+            job = self.store.get(job_id)
+            stamp = (job.updated_at, job.status, job.step, len(job.artifacts))
+            if stamp != last_seen:
+                last_seen = stamp
+                yield job
+            if job.terminal:
+                return
+            await self.notifier.wait(job_id, timeout=poll_seconds)
+
+    async def wait(
+        self,
+        job_id: str,
+        *,
+        timeout: float | None = None,
+        on_change: Callable[[Job], None] | None = None,
+    ) -> Job:
+        """Wait until the job is terminal (or timeout), calling on_change at each change; return it."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        job = self.store.get(job_id)
+        async for job in self.watch(job_id):
+            if on_change is not None:
+                on_change(job)
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+        return job
+
+    # -- running (called by the scheduler on the service's loop) -------------------------
+
+    async def _run_job(self, job: Job, slot: Slot, adopted: bool = False) -> None:
+        life = JobLifecycle(
+            store=self.store,
+            workspace=self.workspace,
+            job_id=job.id,
+            notify=self.notifier.notify,
+            progress_interval=self.settings.progress_interval_seconds,
+            extra_artifacts=lambda: self.side_artifacts(job),
+        )
+        self.notifier.notify(job.id)
+        try:
+            execution = (
+                TrainerExecution.adopt(job=job, settings=self.settings, workspace=self.workspace, life=life)
+                if adopted
+                else await self._prepare(job, slot, life)
+            )
+            self._executions[job.id] = execution  # from here on, cancel() reaches it directly
+            result = await execution.run()
+            if job.type == JobType.train:
+                life.artifacts(scan_training(job, self.workspace))
+            life.finished(result.status, error=result.error, exit_code=result.exit_code)
+        except Exception as exc:
+            log.exception("job %s failed inside lorapod", job.id)
+            life.finished(JobStatus.failed, error=f"internal error: {exc}")
+        finally:
+            self._executions.pop(job.id, None)
+
+    async def _prepare(self, job: Job, slot: Slot, life: JobLifecycle) -> Execution:
+        if job.type == JobType.train:
+            if slot.generator is not None:  # a training needs the whole GPU: the warm generator goes
+                await slot.generator.shutdown()
+                slot.generator = None
+            # The launched config comes from the database, so a queued job survives a lost output folder.
+            config_text = dump_yaml(job.config["ai_toolkit"])
+            atomic_write_text(self.workspace.root / job.config["config_path"], config_text, durable=False)
+            return TrainerExecution.launch(
+                job=job, gpu=slot.gpu, settings=self.settings, workspace=self.workspace, life=life
+            )
+        if slot.generator is None:
+            slot.generator = WarmGenerator(
+                python=self.settings.ai_toolkit_python,
+                gpu=slot.gpu,
+                log_path_for=lambda job_id: self.workspace.logs / f"{job_id}.log",
+                extra_env=subprocess_env(self.settings, self.workspace),
+                idle_seconds=self.settings.generation_idle_seconds,
+                cwd=Path(__file__).resolve().parent.parent,
+            )
+        return GenerationExecution(
+            generator=slot.generator,
+            request=generation_request(job, self.workspace),
+            workspace=self.workspace,
+            life=life,
+        )
+
+    def side_artifacts(self, job: Job) -> list[dict[str, object]]:
+        """The job's log and launched config, listed beside what the runner found."""
+        out: list[dict[str, object]] = []
+        for name, kind, rel in (
+            ("log.txt", "log", job.log_path),
+            ("job_config.yaml", "config", job.config.get("config_path")),
+        ):
+            path = self.workspace.root / rel if rel else None
+            if path is not None and path.is_file():
+                stat = path.stat()
+                artifact = Artifact(name=name, kind=kind, path=path, size=stat.st_size, modified=stat.st_mtime)
+                out.append(artifact_record(artifact, self.workspace))
+        return out
+
+    def find_artifact(self, job: Job, name: str) -> dict[str, object] | None:
+        """The job's artifact of this name as on disk now, if there is one."""
+        return next((a for a in self.current_artifacts(job) if a.get("name") == name), None)
+
+    def current_artifacts(self, job: Job) -> list[dict[str, object]]:
+        """A job's artifacts as on disk now (used after restarts and for finished jobs)."""
+        found = (
+            scan_training(job, self.workspace)
+            if job.type == JobType.train
+            else scan_generated(self.workspace.root / str(job.output_dir))
+        )
+        return [artifact_record(a, self.workspace) for a in found] + self.side_artifacts(job)
+
+
+def generation_config(request: GenerationRequest, workspace: Workspace) -> dict[str, Any]:
+    """The stored form of a generation request (paths relative to the workspace)."""
+    config = asdict(request)
+    del config["job_id"]
+    config["lora_path"] = workspace.relative(request.lora_path) if request.lora_path else None
+    config["output_dir"] = workspace.relative(request.output_dir)
+    return config
+
+
+def generation_request(job: Job, workspace: Workspace) -> GenerationRequest:
+    """Rebuild the generation request stored on a job."""
+    cfg = dict(job.config)
+    lora = cfg.pop("lora_path")
+    output_dir = cfg.pop("output_dir")
+    return GenerationRequest(
+        job_id=job.id,
+        lora_path=(workspace.root / lora) if lora else None,
+        output_dir=workspace.root / output_dir,
+        **cfg,
+    )
+
+
+def _dataset_name(plan: TrainingPlan, workspace: Workspace) -> str | None:
+    if not plan.datasets:
+        return None
+    first = plan.datasets[0]
+    return first.name if first.is_relative_to(workspace.training_data) else workspace.relative(first)

@@ -1,0 +1,164 @@
+"""Reads and writes of the process table; no business rules here."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, or_, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, func, select
+
+from core.db import session_scope
+from core.errors import InvalidInput, NotFound
+from core.jobs.rows import Job, JobStatus, utcnow
+
+
+class JobStore:
+    """The jobs table behind a few intention-revealing methods."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def insert(self, job: Job) -> Job:
+        """Insert a new job; with an idempotency key already used, return that job instead."""
+        try:
+            with session_scope(self.engine) as session:
+                session.add(job)
+            return job
+        except IntegrityError:
+            if job.idempotency_key:
+                existing = self.by_idempotency_key(job.idempotency_key)
+                if existing is not None:
+                    return existing
+            raise
+
+    def by_idempotency_key(self, key: str) -> Job | None:
+        """The job created with this idempotency key, if any."""
+        with Session(self.engine) as session:
+            return session.exec(select(Job).where(Job.idempotency_key == key)).first()
+
+    def get(self, job_id: str) -> Job:
+        """One job by id, or NotFound."""
+        with Session(self.engine) as session:
+            job = session.get(Job, job_id)
+        if job is None:
+            raise NotFound(f"no job with id '{job_id}'", field="process_id")
+        return job
+
+    def find(self, job_id: str) -> Job | None:
+        """One job by id, or None."""
+        with Session(self.engine) as session:
+            return session.get(Job, job_id)
+
+    def update(self, job_id: str, **fields: Any) -> None:
+        """Set fields on one job (and its updated_at)."""
+        fields.setdefault("updated_at", utcnow())
+        with session_scope(self.engine) as session:
+            session.execute(update(Job).where(col(Job.id) == job_id).values(**fields))
+
+    def transition(self, job_id: str, *, from_statuses: Sequence[str], **fields: Any) -> bool:
+        """Set fields only if the job is in one of from_statuses; True when it was (atomic claim)."""
+        fields.setdefault("updated_at", utcnow())
+        with session_scope(self.engine) as session:
+            result = session.execute(
+                update(Job).where(col(Job.id) == job_id, col(Job.status).in_(list(from_statuses))).values(**fields)
+            )
+            return bool(result.rowcount)
+
+    def queued(self, limit: int = 50) -> list[Job]:
+        """Queued jobs, oldest first (the FIFO order)."""
+        with Session(self.engine) as session:
+            stmt = (
+                select(Job)
+                .where(Job.status == JobStatus.queued)
+                .order_by(col(Job.created_at), col(Job.id))
+                .limit(limit)
+            )
+            return list(session.exec(stmt).all())
+
+    def running_on(self, worker_id: str) -> list[Job]:
+        """Jobs this worker left or has in the running state."""
+        with Session(self.engine) as session:
+            stmt = select(Job).where(Job.status == JobStatus.running, Job.worker_id == worker_id)
+            return list(session.exec(stmt).all())
+
+    def cancel_requested_on(self, worker_id: str) -> list[str]:
+        """Ids of running jobs on this worker whose cancel was requested (maybe by another worker)."""
+        with Session(self.engine) as session:
+            stmt = select(Job.id).where(
+                Job.status == JobStatus.running, Job.worker_id == worker_id, col(Job.cancel_requested)
+            )
+            return list(session.exec(stmt).all())
+
+    def page(
+        self,
+        *,
+        status: str | None = None,
+        job_type: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[Job], str | None]:
+        """Newest-first page of jobs and the cursor of the next page (None at the end)."""
+        with Session(self.engine) as session:
+            stmt = select(Job)
+            if status:
+                stmt = stmt.where(Job.status == status)
+            if job_type:
+                stmt = stmt.where(Job.type == job_type)
+            if cursor:
+                created, last_id = decode_cursor(cursor)
+                stmt = stmt.where(
+                    or_(col(Job.created_at) < created, and_(col(Job.created_at) == created, col(Job.id) < last_id))
+                )
+            stmt = stmt.order_by(col(Job.created_at).desc(), col(Job.id).desc()).limit(limit + 1)
+            rows = list(session.exec(stmt).all())
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1]) if more and rows else None
+        return rows, next_cursor
+
+    def counts_by_status(self) -> dict[str, int]:
+        """How many jobs are in each status."""
+        with Session(self.engine) as session:
+            rows = session.exec(select(Job.status, func.count()).group_by(Job.status)).all()
+        return {status: count for status, count in rows}
+
+    def durations(self, limit: int = 1000) -> list[tuple[str, str, float]]:
+        """(type, status, seconds) of recently finished jobs, for metrics."""
+        with Session(self.engine) as session:
+            stmt = (
+                select(Job.type, Job.status, Job.started_at, Job.finished_at)
+                .where(col(Job.finished_at).is_not(None), col(Job.started_at).is_not(None))
+                .order_by(col(Job.finished_at).desc())
+                .limit(limit)
+            )
+            rows = session.exec(stmt).all()
+        return [(t, s, (f - b).total_seconds()) for t, s, b, f in rows if b and f]
+
+    def delete(self, job_id: str) -> None:
+        """Remove one job's row."""
+        with session_scope(self.engine) as session:
+            job = session.get(Job, job_id)
+            if job is not None:
+                session.delete(job)
+
+
+def encode_cursor(job: Job) -> str:
+    """An opaque cursor after this job in newest-first order."""
+    raw = json.dumps([job.created_at.isoformat(), job.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The (created_at, id) a cursor points after; InvalidInput when it is not one of ours."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, job_id = json.loads(raw)
+        return datetime.fromisoformat(created), str(job_id)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput("cursor", "is not a cursor this server returned") from exc

@@ -1,0 +1,130 @@
+"""Shared test helpers: settings for a temporary workspace, a real uvicorn server, the app with its lifespan,
+an SSE parser and small training parameters."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from core.settings import Settings
+from core.training.params import TrainParams
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FAKE_TOOLKIT_DIR = REPO_ROOT / "tests" / "fakes" / "ai_toolkit"
+
+
+def make_settings(tmp_path: Path, **overrides: object) -> Settings:
+    """Settings for a test: its own workspace and database, the stand-in trainer, fast timings."""
+    values: dict[str, object] = {
+        "workspace": tmp_path / "workspace",
+        "ai_toolkit_dir": FAKE_TOOLKIT_DIR,
+        "ai_toolkit_python": sys.executable,
+        "gpus": "0",
+        "stop_grace_seconds": 5.0,
+        "progress_interval_seconds": 0.1,
+        "generation_idle_seconds": 60.0,
+        "worker_id": "test-worker",
+    }
+    values.update(overrides)
+    return Settings.model_validate(values)
+
+
+class LiveServer:
+    """A real uvicorn server on a loopback port, running the app in a background thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        import uvicorn
+
+        from app.main import create_app
+
+        self.settings = settings
+        self.app = create_app(settings)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        asyncio.run(self.server.serve())
+
+    def start(self) -> LiveServer:
+        """Start and wait until it accepts connections."""
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        """Ask uvicorn to exit and wait for it."""
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+    @property
+    def service(self):  # type: ignore[no-untyped-def]
+        """The running app's job service."""
+        return self.app.state.service
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def running_app(settings: Settings) -> Iterator[TestClient]:
+    """An in-process client of the app with its lifespan (the job service) running."""
+    from app.main import create_app
+
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def parse_sse(text: str) -> list[dict[str, Any]]:
+    """Split an event stream into events: {id, event, data (JSON-decoded)}; comments are dropped."""
+    events = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        fields: dict[str, Any] = {}
+        data: list[str] = []
+        for line in block.split("\n"):
+            if not line or line.startswith(":"):
+                continue
+            key, _, value = line.partition(": ")
+            if key == "data":
+                data.append(value)
+            else:
+                fields[key] = value
+        if fields or data:
+            fields["data"] = json.loads("\n".join(data)) if data else None
+            events.append(fields)
+    return events
+
+
+def train_params(**overrides: object) -> TrainParams:
+    """Small, fast training parameters on the test dataset."""
+    values: dict[str, object] = {
+        "training_name": "faces",
+        "base_model": "sd15",
+        "steps": 12,
+        "save_every": 5,
+        "sample_every": 5,
+        "sample_prompts": ["a photo of [trigger]"],
+        "trigger_word": "sks",
+    }
+    values.update(overrides)
+    return TrainParams.model_validate(values)
