@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from core.errors import InvalidInput
+from core.storage.safetensors import NotSafetensors, read_metadata
 from core.storage.workspace import Workspace
 from core.training.base_models import FAMILIES, family_for
 from gpu.generation import GenerationRequest
@@ -27,8 +27,6 @@ DEFAULT_BASE_MODEL = "flux-dev"  # the training default, so a default-trained Lo
 _TRAINING_ID = re.compile(r"^train_[A-Za-z0-9]+$")
 # ai-toolkit's `ss_base_model_version` metadata in its LoRA files, by the family to default to.
 _LORA_BASES = {"sd_1.5": "sd15", "sdxl_1.0": "sdxl", "flux.1": "flux-dev"}
-# A LoRA's safetensors header is a few hundred KB at most; refuse to read anything absurd.
-_MAX_HEADER_BYTES = 64 * 1024 * 1024
 
 
 class GenerateParams(BaseModel):
@@ -202,20 +200,11 @@ def _check_lora_file(path: Path, workspace: Workspace) -> Path:
 
 
 def safetensors_metadata(path: Path) -> dict[str, str]:
-    """The string metadata in a safetensors header, read without loading any tensor."""
+    """The string metadata in a LoRA's safetensors header; InvalidInput on 'lora' when it is not one."""
     try:
-        with open(path, "rb") as handle:
-            size_bytes = handle.read(8)
-            length = int.from_bytes(size_bytes, "little") if len(size_bytes) == 8 else 0
-            if not 2 <= length <= min(_MAX_HEADER_BYTES, path.stat().st_size - 8):
-                raise ValueError("bad header length")
-            header = json.loads(handle.read(length))
-    except (OSError, ValueError) as exc:
+        return read_metadata(path)
+    except NotSafetensors as exc:
         raise InvalidInput("lora", f"'{path.name}' is not a readable safetensors file") from exc
-    metadata = header.get("__metadata__") if isinstance(header, dict) else None
-    if not isinstance(metadata, dict):
-        return {}
-    return {str(k): v for k, v in metadata.items() if isinstance(v, str)}
 
 
 def lora_base_family(path: Path) -> str | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import struct
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from dataclasses import field as dataclass_field
@@ -14,13 +13,12 @@ from typing import Any
 
 from core.errors import InvalidInput
 from core.storage.files import iso_utc
+from core.storage.safetensors import NotSafetensors, read_metadata
 from core.storage.workspace import Workspace
 
 _JOB_ID = re.compile(r"train_[0-9a-f]{12}")
 _STEP_SUFFIX = re.compile(r"_(\d{9})\.safetensors$", re.IGNORECASE)
 _CHECKPOINT_SUFFIXES = frozenset({".safetensors", ".ckpt"})
-# safetensors' own reader refuses headers above 100 MB; a LoRA's is tens of KB, so this is generous.
-_MAX_HEADER = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,18 +59,9 @@ class BaseModelInfo:
 def read_safetensors_metadata(path: Path) -> dict[str, str] | None:
     """The __metadata__ of a .safetensors file from its header alone (no tensors read); None if unreadable."""
     try:
-        with path.open("rb") as handle:
-            prefix = handle.read(8)
-            if len(prefix) < 8:
-                return None
-            (length,) = struct.unpack("<Q", prefix)
-            if length > _MAX_HEADER or length > os.fstat(handle.fileno()).st_size - 8:
-                return None
-            header = json.loads(handle.read(length))
-    except (OSError, ValueError):
+        return read_metadata(path)
+    except NotSafetensors:
         return None
-    metadata = header.get("__metadata__") if isinstance(header, dict) else None
-    return metadata if isinstance(metadata, dict) else None
 
 
 def _step_from_metadata(path: Path) -> int | None:

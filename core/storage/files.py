@@ -6,7 +6,6 @@ import base64
 import fnmatch
 import hashlib
 import os
-import re
 import threading
 import zipfile
 from collections import OrderedDict
@@ -17,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import InvalidInput, NotFound, PathEscape
+from core.storage.media import IMAGE_SUFFIXES
+from core.storage.names import check_name
 from core.storage.workspace import Workspace, atomic_writer
 
 KINDS = frozenset({"image", "model", "caption", "config", "log", "archive", "other"})
 _KIND_BY_SUFFIX = {
-    **dict.fromkeys((".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"), "image"),
+    **dict.fromkeys((*IMAGE_SUFFIXES, ".gif", ".bmp"), "image"),
     **dict.fromkeys((".safetensors", ".ckpt", ".pt", ".pth", ".bin"), "model"),
     **dict.fromkeys((".txt", ".caption"), "caption"),
     **dict.fromkeys((".yaml", ".yml", ".json", ".toml"), "config"),
@@ -48,7 +49,6 @@ _STORED_SUFFIXES = frozenset(
         ".webm",
     }
 )
-_BUNDLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # Room for the JSON envelope around a chunk's base64 (field names, status, ids).
 ENVELOPE_RESERVE = 64 * 1024
 _READ_SIZE = 1024 * 1024
@@ -284,8 +284,7 @@ def bundle_key(paths: list[Path]) -> str:
 
 def build_zip(workspace: Workspace, paths: list[Path], *, bundle_name: str) -> Path:
     """Zip the files on disk into output/bundles/<bundle_name>.zip, reusing it when its inputs are unchanged."""
-    if not isinstance(bundle_name, str) or not _BUNDLE_NAME.fullmatch(bundle_name):
-        raise InvalidInput("bundle_name", "must be letters, digits, '.', '_' or '-' (at most 128)")
+    check_name(bundle_name, "bundle_name")
     files: dict[Path, str] = {}
     for path in paths:
         resolved = Path(path).resolve()

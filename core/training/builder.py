@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import InvalidInput
+from core.storage.media import IMAGE_SUFFIXES
 from core.storage.workspace import Workspace
 from core.training.base_models import family_for
 from core.training.params import TrainParams
 from core.training.yaml_loader import dump_yaml
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 
 
 @dataclass(frozen=True)

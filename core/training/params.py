@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
-NAME_PATTERN = re.compile(r"^(?!\.)[A-Za-z0-9._-]{1,64}$")
-
-
-NAME_RULE = "must be 1-64 letters, digits, '.', '_' or '-', not starting with '.'"
-
+from core.storage.names import NAME_RULE, is_valid_name
 
 # Optimizers ai-toolkit's toolkit/optimizer.py builds (lower-case names).
 OPTIMIZERS = (
@@ -104,7 +99,7 @@ class TrainParams(BaseModel):
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str | None) -> str | None:
-        if value is not None and not NAME_PATTERN.match(value):
+        if value is not None and not is_valid_name(value):
             raise ValueError(NAME_RULE)
         return value
 

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import InvalidInput
+from core.storage.names import check_name
 from core.storage.workspace import Workspace
 from core.training.builder import TrainingPlan, has_images, job_folder, refuse_env_references
-from core.training.params import MAX_STEPS, NAME_PATTERN, NAME_RULE
+from core.training.params import MAX_STEPS
 from core.training.yaml_loader import load_yaml
 
 LORA_TRAINERS = ("sd_trainer", "diffusion_trainer", "textual_inversion_trainer")
@@ -59,8 +60,7 @@ def parse_yaml_config(text: str, *, workspace: Workspace, job_id: str, max_bytes
     name = config.get("name")
     if not isinstance(name, str) or not name:
         raise InvalidInput("config.name", "is missing: it names the LoRA and its output folder")
-    if not NAME_PATTERN.match(name):
-        raise InvalidInput("config.name", NAME_RULE)
+    check_name(name, "config.name")
 
     processes = config.get("process")
     if not isinstance(processes, list) or not processes:

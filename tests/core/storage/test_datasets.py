@@ -13,7 +13,9 @@ import pytest
 from PIL import Image
 
 from core.errors import InvalidInput, NotFound, PathEscape, TooLarge
-from core.storage.datasets import SKIPPED_FILE, DatasetStore, detect_image_type, safe_basename
+from core.storage.datasets import DatasetStore
+from core.storage.media import detect_image_type
+from core.storage.uploads import SKIPPED_FILE, safe_basename
 from core.storage.workspace import Workspace
 
 
