@@ -7,15 +7,15 @@ import shutil
 from dataclasses import asdict
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from core import __version__
 from core.db import ping
 from core.jobs.rows import JobStatus
+from core.jobs.scheduler import Slot
+from core.jobs.store import JobStore
+from core.settings import Settings
 from gpu.devices import detect_gpus
-
-if TYPE_CHECKING:
-    from core.jobs.service import JobService
 
 _VERSION_RE = re.compile(r"""^VERSION\s*=\s*["']([^"']+)["']""", re.MULTILINE)
 
@@ -54,20 +54,20 @@ def disk_report(path: Path) -> dict[str, int | str]:
     return {"path": str(path), "free_bytes": usage.free, "total_bytes": usage.total}
 
 
-def health_report(service: JobService) -> dict[str, Any]:
+def health_report(*, settings: Settings, store: JobStore, slots: list[Slot], workspace_root: Path) -> dict[str, Any]:
     """The health object: healthy when the database answers and ai-toolkit is found."""
-    toolkit = toolkit_info(str(service.settings.ai_toolkit_dir) if service.settings.ai_toolkit_dir else None)
-    database_ok = ping(service.engine)
-    counts = service.store.counts_by_status() if database_ok else {}
+    toolkit = toolkit_info(str(settings.ai_toolkit_dir) if settings.ai_toolkit_dir else None)
+    database_ok = ping(store.engine)
+    counts = store.counts_by_status() if database_ok else {}
     return {
         "status": "ok" if database_ok and toolkit["found"] else "degraded",
         "version": __version__,
-        "worker_id": service.settings.worker_id,
+        "worker_id": settings.worker_id,
         "gpus": [asdict(gpu) for gpu in detect_gpus()],
-        "slots": [{"gpu": s.label, "job_id": s.job_id, "warm_model": s.warm_model} for s in service.scheduler.slots],
+        "slots": [{"gpu": s.label, "job_id": s.job_id, "warm_model": s.warm_model} for s in slots],
         "ai_toolkit": toolkit,
-        "disk": disk_report(service.workspace.root),
-        "database": {"ok": database_ok, "dialect": service.engine.dialect.name},
+        "disk": disk_report(workspace_root),
+        "database": {"ok": database_ok, "dialect": store.engine.dialect.name},
         "queue_depth": counts.get(JobStatus.queued, 0),
         "jobs": counts,
     }

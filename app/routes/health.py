@@ -10,7 +10,6 @@ from fastapi.responses import PlainTextResponse
 
 from app.deps import ServiceDep, require_auth
 from app.errors import error_responses
-from core.health import health_report
 from core.jobs.rows import JobStatus
 from core.jobs.service import JobService
 
@@ -47,7 +46,7 @@ HEALTH_EXAMPLE: dict[str, Any] = {
 )
 def get_health(service: ServiceDep) -> dict[str, Any]:
     """Health and details."""
-    return health_report(service)
+    return service.health()
 
 
 @router.get(

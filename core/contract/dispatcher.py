@@ -6,7 +6,7 @@ output dict, or `{"error": "<one clear sentence>"}`: it never raises for bad inp
 
 Outputs, by type:
 
-- `health`: the health object of `core.health.health_report`.
+- `health`: the health object of `JobService.health` (core.health).
 - `upload_training_data`: the upload summary `{dataset, saved, skipped, renamed, images, captions,
   images_without_caption}`. A file whose content is not valid base64 refuses the whole call (nothing written).
 - `train`, `train_with_yaml`, `generate`: with `wait` (the default) the finished process; a process that failed
@@ -50,7 +50,6 @@ from core.contract.inputs import (
 from core.contract.validation import parse
 from core.contract.views import job_view
 from core.errors import Conflict, InvalidInput, LorapodError, NotFound
-from core.health import health_report
 from core.jobs.requests import JOB_REQUEST_MODELS, job_type_of
 from core.jobs.rows import Job, JobStatus, JobType
 from core.jobs.service import JobService
@@ -257,7 +256,7 @@ def process_view(job: Job) -> dict[str, Any]:
 
 
 def _health(service: JobService, _data: BaseModel) -> dict[str, Any]:
-    return health_report(service)
+    return service.health()
 
 
 def _upload(service: JobService, data: UploadInput) -> dict[str, Any]:

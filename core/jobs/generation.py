@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from core.errors import InvalidInput
+from core.jobs.rows import Job
 from core.storage.safetensors import NotSafetensors, read_metadata
 from core.storage.workspace import Workspace
 from core.training.base_models import FAMILIES, family_for
@@ -210,3 +212,25 @@ def safetensors_metadata(path: Path) -> dict[str, str]:
 def lora_base_family(path: Path) -> str | None:
     """The family key a LoRA was trained for, from ai-toolkit's ss_base_model_version metadata, if it says."""
     return _LORA_BASES.get(safetensors_metadata(path).get("ss_base_model_version", ""))
+
+
+def generation_config(request: GenerationRequest, workspace: Workspace) -> dict[str, Any]:
+    """The stored form of a generation request (paths relative to the workspace)."""
+    config = asdict(request)
+    del config["job_id"]
+    config["lora_path"] = workspace.relative(request.lora_path) if request.lora_path else None
+    config["output_dir"] = workspace.relative(request.output_dir)
+    return config
+
+
+def generation_request(job: Job, workspace: Workspace) -> GenerationRequest:
+    """Rebuild the generation request stored on a job."""
+    cfg = dict(job.config)
+    lora = cfg.pop("lora_path")
+    output_dir = cfg.pop("output_dir")
+    return GenerationRequest(
+        job_id=job.id,
+        lora_path=(workspace.root / lora) if lora else None,
+        output_dir=workspace.root / output_dir,
+        **cfg,
+    )

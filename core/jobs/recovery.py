@@ -3,29 +3,34 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
-from core.jobs.rows import JobStatus, JobType, utcnow
+from core.jobs.rows import Job, JobStatus, JobType, utcnow
+from core.jobs.scheduler import Scheduler
+from core.jobs.store import JobStore
 from gpu.adopted import process_matches
-
-if TYPE_CHECKING:
-    from core.jobs.service import JobService
 
 log = logging.getLogger("lorapod.recovery")
 INTERRUPTED = "interrupted: server restarted"
 
 
-async def recover_jobs(service: JobService) -> None:
+async def recover_jobs(
+    *,
+    store: JobStore,
+    scheduler: Scheduler,
+    worker_id: str,
+    current_artifacts: Callable[[Job], list[dict[str, object]]],
+) -> None:
     """Fail this worker's orphaned running jobs; adopt trainers that survived the restart."""
-    for job in service.store.running_on(service.settings.worker_id):
+    for job in store.running_on(worker_id):
         if job.type == JobType.train and job.pid and process_matches(job.pid, "run.py"):
-            slot = next((s for s in service.scheduler.slots if s.label == job.gpu and s.job_id is None), None)
+            slot = next((s for s in scheduler.slots if s.label == job.gpu and s.job_id is None), None)
             if slot is not None:
-                service.scheduler.adopt(job, slot)
+                scheduler.adopt(job, slot)
                 log.info("adopted the running trainer of job %s (pid %s)", job.id, job.pid)
                 continue
-        service.store.update(job.id, artifacts=service.current_artifacts(job))
-        service.store.transition(
+        store.update(job.id, artifacts=current_artifacts(job))
+        store.transition(
             job.id, from_statuses=[JobStatus.running], status=JobStatus.failed, error=INTERRUPTED, finished_at=utcnow()
         )
         log.warning("job %s was running when the server stopped: marked failed", job.id)

@@ -8,7 +8,6 @@ import logging
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -16,32 +15,23 @@ from sqlalchemy.engine import Engine
 
 from core.db import make_engine, migrate
 from core.errors import Conflict, InvalidInput, Unavailable
-from core.jobs.executions import (
-    Execution,
-    GenerationExecution,
-    TrainerExecution,
-    scan_generated,
-    scan_training,
-    subprocess_env,
-)
-from core.jobs.generation import GenerateParams, build_generation_request
-from core.jobs.lifecycle import JobLifecycle, artifact_record
+from core.health import health_report
+from core.jobs.artifacts import current_artifacts, find_artifact
+from core.jobs.generation import GenerateParams, build_generation_request, generation_config
 from core.jobs.notify import Notifier
 from core.jobs.recovery import recover_jobs
 from core.jobs.requests import JobRequest, TrainRequest, TrainYamlRequest
 from core.jobs.rows import Job, JobStatus, JobType, new_job_id, utcnow
+from core.jobs.runner import JobRunner
 from core.jobs.scheduler import Scheduler, Slot
 from core.jobs.store import JobStore
 from core.settings import Settings
 from core.storage.datasets import DatasetStore
-from core.storage.workspace import Workspace, atomic_write_text
+from core.storage.workspace import Workspace
 from core.training.builder import TrainingPlan, build_training_config
 from core.training.params import TrainParams
-from core.training.yaml_loader import dump_yaml
 from core.training.yaml_rewrite import parse_yaml_config
-from gpu.artifacts import Artifact
 from gpu.devices import detect_gpus, parse_gpu_list
-from gpu.generation import GenerationRequest, WarmGenerator
 
 log = logging.getLogger("lorapod.jobs")
 
@@ -62,6 +52,7 @@ class JobService:
             max_zip_entries=settings.max_zip_entries,
         )
         self.notifier = Notifier()
+        self.runner = JobRunner(settings=settings, workspace=self.workspace, store=self.store, notifier=self.notifier)
         try:
             gpus = parse_gpu_list(settings.gpus, detect_gpus() if not settings.gpus else [])
         except ValueError as exc:
@@ -70,9 +61,8 @@ class JobService:
             store=self.store,
             slots=[Slot(gpu=gpu) for gpu in gpus],
             worker_id=settings.worker_id,
-            run_job=self._run_job,
+            run_job=self.runner.run,
         )
-        self._executions: dict[str, Execution] = {}
         self._housekeeping: asyncio.Task[None] | None = None
         self.started = False
 
@@ -84,7 +74,12 @@ class JobService:
             return
         migrate(self.engine)
         self.scheduler.attach(asyncio.get_running_loop())
-        await recover_jobs(self)
+        await recover_jobs(
+            store=self.store,
+            scheduler=self.scheduler,
+            worker_id=self.settings.worker_id,
+            current_artifacts=self.current_artifacts,
+        )
         self.started = True
         self._housekeeping = asyncio.create_task(self._housekeep(), name="lorapod-housekeeping")
         self.scheduler.kick()
@@ -104,9 +99,7 @@ class JobService:
             await asyncio.sleep(2.0)
             try:
                 for job_id in self.store.cancel_requested_on(self.settings.worker_id):
-                    execution = self._executions.get(job_id)
-                    if execution is not None:
-                        execution.stop()
+                    self.runner.stop(job_id)
                 self.scheduler.kick()
             except Exception:
                 log.exception("housekeeping failed")
@@ -252,9 +245,7 @@ class JobService:
             self.notifier.notify(job_id)
             return self.store.get(job_id)
         self.store.update(job_id, cancel_requested=True)
-        execution = self._executions.get(job_id)
-        if execution is not None:
-            execution.stop()
+        self.runner.stop(job_id)
         self.notifier.notify(job_id)
         return self.store.get(job_id)
 
@@ -307,110 +298,21 @@ class JobService:
                 break
         return job
 
-    # -- running (called by the scheduler on the service's loop) -------------------------
-
-    async def _run_job(self, job: Job, slot: Slot, adopted: bool = False) -> None:
-        life = JobLifecycle(
-            store=self.store,
-            workspace=self.workspace,
-            job_id=job.id,
-            notify=self.notifier.notify,
-            progress_interval=self.settings.progress_interval_seconds,
-            extra_artifacts=lambda: self.side_artifacts(job),
-        )
-        self.notifier.notify(job.id)
-        try:
-            execution = (
-                TrainerExecution.adopt(job=job, settings=self.settings, workspace=self.workspace, life=life)
-                if adopted
-                else await self._prepare(job, slot, life)
-            )
-            self._executions[job.id] = execution  # from here on, cancel() reaches it directly
-            result = await execution.run()
-            if job.type == JobType.train:
-                life.artifacts(scan_training(job, self.workspace))
-            life.finished(result.status, error=result.error, exit_code=result.exit_code)
-        except Exception as exc:
-            log.exception("job %s failed inside lorapod", job.id)
-            life.finished(JobStatus.failed, error=f"internal error: {exc}")
-        finally:
-            self._executions.pop(job.id, None)
-
-    async def _prepare(self, job: Job, slot: Slot, life: JobLifecycle) -> Execution:
-        if job.type == JobType.train:
-            if slot.generator is not None:  # a training needs the whole GPU: the warm generator goes
-                await slot.generator.shutdown()
-                slot.generator = None
-            # The launched config comes from the database, so a queued job survives a lost output folder.
-            config_text = dump_yaml(job.config["ai_toolkit"])
-            atomic_write_text(self.workspace.root / job.config["config_path"], config_text, durable=False)
-            return TrainerExecution.launch(
-                job=job, gpu=slot.gpu, settings=self.settings, workspace=self.workspace, life=life
-            )
-        if slot.generator is None:
-            slot.generator = WarmGenerator(
-                python=self.settings.ai_toolkit_python,
-                gpu=slot.gpu,
-                log_path_for=lambda job_id: self.workspace.logs / f"{job_id}.log",
-                extra_env=subprocess_env(self.settings, self.workspace),
-                idle_seconds=self.settings.generation_idle_seconds,
-                cwd=Path(__file__).resolve().parent.parent,
-            )
-        return GenerationExecution(
-            generator=slot.generator,
-            request=generation_request(job, self.workspace),
-            workspace=self.workspace,
-            life=life,
+    def health(self) -> dict[str, Any]:
+        """The worker's health object (GPUs, slots, ai-toolkit, disk, database, queue)."""
+        return health_report(
+            settings=self.settings, store=self.store, slots=self.scheduler.slots, workspace_root=self.workspace.root
         )
 
-    def side_artifacts(self, job: Job) -> list[dict[str, object]]:
-        """The job's log and launched config, listed beside what the runner found."""
-        out: list[dict[str, object]] = []
-        for name, kind, rel in (
-            ("log.txt", "log", job.log_path),
-            ("job_config.yaml", "config", job.config.get("config_path")),
-        ):
-            path = self.workspace.root / rel if rel else None
-            if path is not None and path.is_file():
-                stat = path.stat()
-                artifact = Artifact(name=name, kind=kind, path=path, size=stat.st_size, modified=stat.st_mtime)
-                out.append(artifact_record(artifact, self.workspace))
-        return out
+    # -- artifacts -----------------------------------------------------------------------
 
     def find_artifact(self, job: Job, name: str) -> dict[str, object] | None:
         """The job's artifact of this name as on disk now, if there is one."""
-        return next((a for a in self.current_artifacts(job) if a.get("name") == name), None)
+        return find_artifact(job, name, self.workspace)
 
     def current_artifacts(self, job: Job) -> list[dict[str, object]]:
         """A job's artifacts as on disk now (used after restarts and for finished jobs)."""
-        found = (
-            scan_training(job, self.workspace)
-            if job.type == JobType.train
-            else scan_generated(self.workspace.root / str(job.output_dir))
-        )
-        return [artifact_record(a, self.workspace) for a in found] + self.side_artifacts(job)
-
-
-def generation_config(request: GenerationRequest, workspace: Workspace) -> dict[str, Any]:
-    """The stored form of a generation request (paths relative to the workspace)."""
-    config = asdict(request)
-    del config["job_id"]
-    config["lora_path"] = workspace.relative(request.lora_path) if request.lora_path else None
-    config["output_dir"] = workspace.relative(request.output_dir)
-    return config
-
-
-def generation_request(job: Job, workspace: Workspace) -> GenerationRequest:
-    """Rebuild the generation request stored on a job."""
-    cfg = dict(job.config)
-    lora = cfg.pop("lora_path")
-    output_dir = cfg.pop("output_dir")
-    return GenerationRequest(
-        job_id=job.id,
-        lora_path=(workspace.root / lora) if lora else None,
-        output_dir=workspace.root / output_dir,
-        **cfg,
-    )
+        return current_artifacts(job, self.workspace)
 
 
 def _dataset_name(plan: TrainingPlan, workspace: Workspace) -> str | None:

@@ -1,0 +1,39 @@
+"""A job's artifacts as on disk now: what the runner found, plus its log and launched config."""
+
+from __future__ import annotations
+
+from core.jobs.executions import scan_generated, scan_training
+from core.jobs.lifecycle import artifact_record
+from core.jobs.rows import Job, JobType
+from core.storage.workspace import Workspace
+from gpu.artifacts import Artifact
+
+
+def side_artifacts(job: Job, workspace: Workspace) -> list[dict[str, object]]:
+    """The job's log and launched config, listed beside what the runner found."""
+    out: list[dict[str, object]] = []
+    for name, kind, rel in (
+        ("log.txt", "log", job.log_path),
+        ("job_config.yaml", "config", job.config.get("config_path")),
+    ):
+        path = workspace.root / rel if rel else None
+        if path is not None and path.is_file():
+            stat = path.stat()
+            artifact = Artifact(name=name, kind=kind, path=path, size=stat.st_size, modified=stat.st_mtime)
+            out.append(artifact_record(artifact, workspace))
+    return out
+
+
+def current_artifacts(job: Job, workspace: Workspace) -> list[dict[str, object]]:
+    """A job's artifacts as on disk now (used after restarts and for finished jobs)."""
+    found = (
+        scan_training(job, workspace)
+        if job.type == JobType.train
+        else scan_generated(workspace.root / str(job.output_dir))
+    )
+    return [artifact_record(a, workspace) for a in found] + side_artifacts(job, workspace)
+
+
+def find_artifact(job: Job, name: str, workspace: Workspace) -> dict[str, object] | None:
+    """The job's artifact of this name as on disk now, if there is one."""
+    return next((a for a in current_artifacts(job, workspace) if a.get("name") == name), None)
