@@ -5,15 +5,7 @@ pillow, huggingface_hub and the standard library (ai-toolkit's own `job: generat
 and FLUX.1 at the reference version, ai-toolkit issue #416). Start it as `python <path>/generate_worker.py`
 or `python -m gpu.generate_worker`.
 
-Protocol: one JSON object per line. Requests arrive on stdin:
-  {"op": "generate", "id", "base_model", "pipeline", "lora_path", "lora_scale", "prompts", "negative_prompt",
-   "width", "height", "steps", "guidance_scale", "seed", "num_images", "output_dir", "output_format",
-   "log_path"}   (log_path: optional; the worker sends its stdout and stderr there from this request on)
-  {"op": "cancel"}     stop the current request at its next denoising step
-  {"op": "shutdown"}   finish (cancelling the current request) and exit 0; so does the end of stdin
-Events leave on the process's original stdout, which nothing else may write to:
-  ready {pid}, loading {id, base_model}, progress {id, image, images, step, steps},
-  image {id, index, path, seed, sidecar}, done {id, status, loads, images}, error {id, message, loads, base_model}
+The protocol (its ops, events and request fields) is declared in generate_protocol.py, beside this file.
 """
 
 from __future__ import annotations
@@ -23,7 +15,8 @@ import sys
 
 # Run as a script, this folder comes first on sys.path; its sibling modules must not shadow any library.
 _HERE = os.path.dirname(os.path.abspath(__file__))
-if sys.path and os.path.abspath(sys.path[0] or os.curdir) == _HERE:
+_AS_SCRIPT = bool(sys.path) and os.path.abspath(sys.path[0] or os.curdir) == _HERE
+if _AS_SCRIPT:
     sys.path.pop(0)
 
 import contextlib  # noqa: E402
@@ -37,11 +30,23 @@ import random  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import traceback  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
 from typing import IO, Any  # noqa: E402
 
-VERSION = "lorapod-generate/1"
+if _AS_SCRIPT:
+    # lorapod is not installed here, but the protocol sits beside this file. It is loaded by its path: with this
+    # folder back on sys.path, a sibling module could shadow a library the protocol imports.
+    import importlib.util
+
+    _spec = importlib.util.spec_from_file_location("generate_protocol", os.path.join(_HERE, "generate_protocol.py"))
+    assert _spec is not None and _spec.loader is not None
+    wire = importlib.util.module_from_spec(_spec)
+    sys.modules[_spec.name] = wire  # dataclasses looks its module up there
+    _spec.loader.exec_module(wire)
+else:
+    from gpu import generate_protocol as wire
+
 ADAPTER = "lorapod"
+# Keyed by the protocol's OUTPUT_FORMATS and PIPELINES ("auto" asks diffusers), which requests are checked against.
 FORMATS = {"png": ("PNG", ".png"), "jpg": ("JPEG", ".jpg"), "webp": ("WEBP", ".webp")}
 PIPELINE_CLASSES = {"sd15": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline", "flux": "FluxPipeline"}
 # A FLUX.1 pipeline in bf16 needs about 33 GB; below this much GPU memory its parts take turns on the GPU.
@@ -88,7 +93,7 @@ class Protocol:
 
     def emit(self, event: str, **fields: Any) -> None:
         """Write one event and flush it."""
-        line = json.dumps({"event": event, **fields}, ensure_ascii=False)
+        line = json.dumps({wire.EVENT: event, **fields}, ensure_ascii=False)
         with self._lock:
             self._file.write(line + "\n")
             self._file.flush()
@@ -113,92 +118,27 @@ class Inbox:
             try:
                 message = json.loads(raw)
             except ValueError:
-                self._protocol.emit("error", id=None, message="a request line is not JSON")
+                self._protocol.emit(wire.EVENT_ERROR, id=None, message="a request line is not JSON")
                 continue
-            op = message.get("op") if isinstance(message, dict) else None
-            if op == "cancel":
+            op = message.get(wire.OP) if isinstance(message, dict) else None
+            if op == wire.OP_CANCEL:
                 self.cancel.set()
-            elif op == "generate":
+            elif op == wire.OP_GENERATE:
                 # A cancel that arrived after the previous request ended must not hit this one.
                 self.cancel.clear()
                 self.requests.put(message)
-            elif op == "shutdown":
+            elif op == wire.OP_SHUTDOWN:
                 self.cancel.set()
                 self.requests.put(message)
             else:
                 self._protocol.emit(
-                    "error", id=message.get("id") if isinstance(message, dict) else None, message=f"unknown op {op!r}"
+                    wire.EVENT_ERROR,
+                    id=message.get("id") if isinstance(message, dict) else None,
+                    message=f"unknown op {op!r}",
                 )
         # The client is gone (or closed our stdin): stop what runs and exit.
         self.cancel.set()
-        self.requests.put({"op": "shutdown"})
-
-
-@dataclass(frozen=True)
-class Job:
-    """One generate request, checked."""
-
-    id: str
-    base_model: str
-    pipeline: str
-    lora_path: str | None
-    lora_scale: float
-    prompts: list[str]
-    negative_prompt: str | None
-    width: int
-    height: int
-    steps: int
-    guidance_scale: float
-    seed: int | None
-    num_images: int
-    output_dir: str
-    output_format: str
-    log_path: str | None
-
-    @classmethod
-    def parse(cls, message: dict[str, Any]) -> Job:
-        """Build a Job from a request line; ValueError names the first bad field."""
-
-        def need(name: str, kind: type | tuple[type, ...], optional: bool = False) -> Any:
-            value = message.get(name)
-            if value is None and optional:
-                return None
-            # isinstance(True, int) holds, but a boolean is never a valid number here.
-            if not isinstance(value, kind) or isinstance(value, bool):
-                raise ValueError(f"{name}: missing or of the wrong type")
-            return value
-
-        prompts = need("prompts", list)
-        if not prompts or not all(isinstance(p, str) for p in prompts):
-            raise ValueError("prompts: must be a non-empty list of strings")
-        scale = need("lora_scale", (int, float), optional=True)
-        job = cls(
-            id=str(message.get("id")),
-            base_model=need("base_model", str),
-            pipeline=message.get("pipeline") or "auto",
-            lora_path=need("lora_path", str, optional=True),
-            lora_scale=1.0 if scale is None else float(scale),
-            prompts=prompts,
-            negative_prompt=need("negative_prompt", str, optional=True),
-            width=need("width", int),
-            height=need("height", int),
-            steps=need("steps", int),
-            guidance_scale=float(need("guidance_scale", (int, float))),
-            seed=need("seed", int, optional=True),
-            num_images=need("num_images", int),
-            output_dir=need("output_dir", str),
-            output_format=message.get("output_format") or "png",
-            log_path=need("log_path", str, optional=True),
-        )
-        if job.pipeline not in ("auto", *PIPELINE_CLASSES):
-            raise ValueError(f"pipeline: unknown pipeline {job.pipeline!r}")
-        if job.output_format not in FORMATS:
-            raise ValueError(f"output_format: unknown format {job.output_format!r}")
-        if not os.path.isabs(job.output_dir) or (job.lora_path and not os.path.isabs(job.lora_path)):
-            raise ValueError("output_dir and lora_path must be absolute paths")
-        if min(job.width, job.height, job.steps, job.num_images) < 1:
-            raise ValueError("width, height, steps and num_images must be positive")
-        return job
+        self.requests.put({wire.OP: wire.OP_SHUTDOWN})
 
 
 def atomic_write(path: str, data: bytes) -> None:
@@ -249,13 +189,13 @@ class Engine:
 
     # -- the base model ------------------------------------------------------------------------------
 
-    def ensure_model(self, job: Job) -> None:
+    def ensure_model(self, job: wire.GenerateRequest) -> None:
         """Load job's base model unless it is the one already loaded."""
         key = (job.base_model, job.pipeline)
         if self.pipe is not None and self.model_key == key:
             return
         self.release()
-        self.protocol.emit("loading", id=job.id, base_model=job.base_model)
+        self.protocol.emit(wire.EVENT_LOADING, id=job.id, base_model=job.base_model)
         log(f"loading base model {job.base_model} (pipeline {job.pipeline}) on {self.device}")
         self.pipe, self.pipeline_class = self._load(job.base_model, job.pipeline)
         self.call_params = frozenset(inspect.signature(self.pipe.__call__).parameters)
@@ -348,7 +288,7 @@ class Engine:
 
     # -- generating ----------------------------------------------------------------------------------
 
-    def generate(self, job: Job) -> tuple[str, list[str]]:
+    def generate(self, job: wire.GenerateRequest) -> tuple[str, list[str]]:
         """Render every image of job; returns the status and the image paths written."""
         self.ensure_model(job)
         self.apply_lora(job.lora_path, job.lora_scale)
@@ -358,26 +298,31 @@ class Engine:
         written: list[str] = []
         for index in range(total):
             if self.cancel.is_set():
-                return "cancelled", written
+                return wire.STATUS_CANCELLED, written
             prompt = job.prompts[index // job.num_images]
             seed = first_seed + index
             try:
                 image = self._render(job, prompt, seed, index, total)
             except Cancelled:
-                return "cancelled", written
+                return wire.STATUS_CANCELLED, written
             path, sidecar = self._save(job, image, index, prompt, seed)
             written.append(path)
-            self.protocol.emit("image", id=job.id, index=index, path=path, seed=seed, sidecar=sidecar)
-        return "completed", written
+            self.protocol.emit(wire.EVENT_IMAGE, id=job.id, index=index, path=path, seed=seed, sidecar=sidecar)
+        return wire.STATUS_COMPLETED, written
 
-    def _render(self, job: Job, prompt: str, seed: int, index: int, total: int) -> Any:
+    def _render(self, job: wire.GenerateRequest, prompt: str, seed: int, index: int, total: int) -> Any:
         """One image with its own generator, reporting every denoising step and stopping on cancel."""
         # A CPU generator gives the same noise for a seed whatever the device.
         generator = self.torch.Generator(device="cpu").manual_seed(seed)
 
         def on_step(_pipe: Any, step: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             self.protocol.emit(
-                "progress", id=job.id, image=index, images=total, step=min(step + 1, job.steps), steps=job.steps
+                wire.EVENT_PROGRESS,
+                id=job.id,
+                image=index,
+                images=total,
+                step=min(step + 1, job.steps),
+                steps=job.steps,
             )
             if self.cancel.is_set():
                 raise Cancelled
@@ -399,14 +344,14 @@ class Engine:
             log(f"{self.pipeline_class} takes no negative prompt here; it is ignored")
         return self.pipe(**kwargs).images[0]
 
-    def _save(self, job: Job, image: Any, index: int, prompt: str, seed: int) -> tuple[str, str]:
+    def _save(self, job: wire.GenerateRequest, image: Any, index: int, prompt: str, seed: int) -> tuple[str, str]:
         """Write the image and its JSON sidecar atomically; returns both paths."""
         _, ext = FORMATS[job.output_format]
         path = os.path.join(job.output_dir, f"{index}{ext}")
         sidecar_path = os.path.join(job.output_dir, f"{index}.json")
         atomic_write(path, encode_image(image, job.output_format))
         record = {
-            "generator": VERSION,
+            "generator": wire.VERSION,
             "job_id": job.id,
             "index": index,
             "image": os.path.basename(path),
@@ -445,13 +390,13 @@ def handle(engine: Engine, protocol: Protocol, message: dict[str, Any]) -> None:
     """Run one generate request; any error is reported as an event and the worker carries on."""
     request_id = message.get("id")
     try:
-        job = Job.parse(message)
+        job = wire.GenerateRequest.parse(message)
         if job.log_path:
             redirect_output(job.log_path)
         log(f"request {job.id}: {len(job.prompts)} prompt(s) x {job.num_images} image(s), {job.steps} steps")
         status, images = engine.generate(job)
         log(f"request {job.id}: {status}, {len(images)} image(s)")
-        protocol.emit("done", id=request_id, status=status, loads=engine.loads, images=images)
+        protocol.emit(wire.EVENT_DONE, id=request_id, status=status, loads=engine.loads, images=images)
     except Exception as exc:
         traceback.print_exc()
         engine.recover()
@@ -459,7 +404,7 @@ def handle(engine: Engine, protocol: Protocol, message: dict[str, Any]) -> None:
         if len(message_text) > _MAX_MESSAGE:
             message_text = message_text[: _MAX_MESSAGE - 1] + "…"
         base_model = engine.model_key[0] if engine.model_key else None
-        protocol.emit("error", id=request_id, message=message_text, loads=engine.loads, base_model=base_model)
+        protocol.emit(wire.EVENT_ERROR, id=request_id, message=message_text, loads=engine.loads, base_model=base_model)
 
 
 def main() -> int:
@@ -469,10 +414,10 @@ def main() -> int:
     inbox.start(sys.stdin)
     engine = Engine(protocol, inbox.cancel)
     log(f"worker {os.getpid()} ready on {engine.device}")
-    protocol.emit("ready", pid=os.getpid(), device=engine.device, version=VERSION)
+    protocol.emit(wire.EVENT_READY, pid=os.getpid(), device=engine.device, version=wire.VERSION)
     while True:
         message = inbox.requests.get()
-        if message.get("op") == "shutdown":
+        if message.get(wire.OP) == wire.OP_SHUTDOWN:
             log("shutting down")
             return 0
         handle(engine, protocol, message)

@@ -11,29 +11,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
-import re
-import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from gpu import generate_protocol as wire
+from gpu.generate_process import (
+    REAP_SECONDS,
+    WORKER_SCRIPT,
+    StartFailed,
+    WorkerGone,
+    drain,
+    kill_group,
+    last_error_line,
+    next_event,
+    note,
+    reap,
+    send,
+    spawn_worker,
+    wait_ready,
+)
+from gpu.loop import call_soon
 from gpu.process import describe_signal, gpu_env
 from gpu.progress import Progress
 
 log = logging.getLogger(__name__)
-
-WORKER_SCRIPT = Path(__file__).resolve().with_name("generate_worker.py")
-# Room for a long "done" event (many image paths) on the protocol stream.
-_STREAM_LIMIT = 4 * 1024 * 1024
-# How long an exited worker may take to close its pipes, or a worker that closed them to exit.
-_REAP_SECONDS = 5.0
-# A traceback's last line, e.g. "ModuleNotFoundError: No module named 'diffusers'" or "torch.OutOfMemoryError: ...".
-_EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception|Exit|Interrupt)\b(?::.*)?$")
-_MAX_CAUSE = 300
 
 
 @dataclass(frozen=True)
@@ -70,14 +75,6 @@ class GenerationOutcome:
     images: list[Path]
     error: str | None
     loads: int
-
-
-class _WorkerGone(Exception):
-    """The worker process ended or stopped answering."""
-
-
-class _StartFailed(Exception):
-    """The worker could not even be started (e.g. no such interpreter)."""
 
 
 class WarmGenerator:
@@ -150,7 +147,7 @@ class WarmGenerator:
                 raise
             except Exception as exc:
                 log.exception("generation %s failed inside lorapod", request.job_id)
-                self._note(log_path, f"generation failed inside lorapod: {exc}")
+                note(log_path, f"generation failed inside lorapod: {exc}")
                 self._discard_worker()
                 return GenerationOutcome("failed", [], f"generation failed inside lorapod: {exc}", self.loads)
             finally:
@@ -166,18 +163,18 @@ class WarmGenerator:
         killed and the request still ends as cancelled. With no request in progress it does nothing. Safe to
         call from another thread.
         """
-        loop = self._loop
-        if loop is not None and loop.is_running() and _running_loop() is not loop:
-            loop.call_soon_threadsafe(self.cancel)
-            return
+        call_soon(self._loop, self._cancel)
+
+    def _cancel(self) -> None:
+        """What cancel does, on the loop's thread."""
         self._cancel_requested = True
         if not (self._in_flight and self.running):
             return
-        with contextlib.suppress(_WorkerGone):
-            self._send({"op": "cancel"})
+        with contextlib.suppress(WorkerGone):
+            send(self._proc, {wire.OP: wire.OP_CANCEL})
         if self._kill_timer is None and self._proc is not None:
             # Bound to this worker: the request then sees the end of its stream and ends as cancelled.
-            self._kill_timer = asyncio.get_running_loop().call_later(self.cancel_grace, self._kill_group, self._proc)
+            self._kill_timer = asyncio.get_running_loop().call_later(self.cancel_grace, kill_group, self._proc)
 
     async def shutdown(self, grace: float = 10.0) -> None:
         """Ask the worker to exit, wait up to grace seconds, then kill its process group."""
@@ -190,15 +187,15 @@ class WarmGenerator:
         self._stopping = True
         try:
             if proc.returncode is None:
-                with contextlib.suppress(_WorkerGone):
-                    self._send({"op": "shutdown"})
+                with contextlib.suppress(WorkerGone):
+                    send(proc, {wire.OP: wire.OP_SHUTDOWN})
                 if proc.stdin is not None:
                     proc.stdin.close()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(proc.wait(), grace)
-            self._kill_group(proc)
+            kill_group(proc)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), _REAP_SECONDS)
+                await asyncio.wait_for(proc.wait(), REAP_SECONDS)
         finally:
             if self._proc is proc and not self._in_flight:
                 self._forget_worker()
@@ -220,13 +217,13 @@ class WarmGenerator:
             if self._cancel_requested:
                 return GenerationOutcome("cancelled", [], None, self.loads)
             self._in_flight = True
-            self._send(self._request_line(request, log_path))
-            await self._drain()
+            send(self._proc, self._request_line(request, log_path))
+            await drain(self._proc)
             return await self._follow(request, images, on_progress, on_image)
-        except _WorkerGone:
+        except WorkerGone:
             return await self._worker_died(log_path, images)
-        except _StartFailed as exc:
-            self._note(log_path, str(exc))
+        except StartFailed as exc:
+            note(log_path, str(exc))
             return GenerationOutcome("failed", [], str(exc), self.loads)
 
     async def _follow(
@@ -241,29 +238,29 @@ class WarmGenerator:
         started = loop.time()
         rate_from: tuple[float, int] | None = None  # first progress seen: rate excludes the model load
         while True:
-            event = await self._next_event()
+            event = await next_event(self._proc)
             if event.get("id") != request.job_id:
                 continue  # a stray line (e.g. about a malformed request); not about this one
-            kind = event.get("event")
-            if kind == "loading":
+            kind = event.get(wire.EVENT)
+            if kind == wire.EVENT_LOADING:
                 self.loaded_model = None
-            elif kind == "progress" and on_progress is not None:
+            elif kind == wire.EVENT_PROGRESS and on_progress is not None:
                 now = loop.time()
                 progress = self._progress(event, request, now - started, rate_from, now)
                 if rate_from is None:
                     rate_from = (now, progress.step)
                 _safely(on_progress, progress)
-            elif kind == "image":
+            elif kind == wire.EVENT_IMAGE:
                 path = Path(event["path"])
                 images.append(path)
                 if on_image is not None:
                     _safely(on_image, path)
-            elif kind == "done":
+            elif kind == wire.EVENT_DONE:
                 self.loads = int(event.get("loads", self.loads))
                 self.loaded_model = request.base_model
-                status = "cancelled" if event.get("status") == "cancelled" else "completed"
+                status = "cancelled" if event.get("status") == wire.STATUS_CANCELLED else "completed"
                 return GenerationOutcome(status, images, None, self.loads)
-            elif kind == "error":
+            elif kind == wire.EVENT_ERROR:
                 self.loads = int(event.get("loads", self.loads))
                 self.loaded_model = event.get("base_model")
                 return GenerationOutcome("failed", images, str(event.get("message") or "generation failed"), self.loads)
@@ -289,105 +286,41 @@ class WarmGenerator:
 
     def _request_line(self, request: GenerationRequest, log_path: Path) -> dict[str, Any]:
         """The generate op for the worker."""
-        return {
-            "op": "generate",
-            "id": request.job_id,
-            "base_model": request.base_model,
-            "pipeline": request.pipeline,
-            "lora_path": str(request.lora_path) if request.lora_path else None,
-            "lora_scale": request.lora_scale,
-            "prompts": list(request.prompts),
-            "negative_prompt": request.negative_prompt,
-            "width": request.width,
-            "height": request.height,
-            "steps": request.steps,
-            "guidance_scale": request.guidance_scale,
-            "seed": request.seed,
-            "num_images": request.num_images,
-            "output_dir": str(request.output_dir),
-            "output_format": request.output_format,
-            "log_path": str(log_path) if callable(self._log_path_for) else None,
-        }
+        return wire.GenerateRequest(
+            id=request.job_id,
+            base_model=request.base_model,
+            pipeline=request.pipeline,
+            lora_path=str(request.lora_path) if request.lora_path else None,
+            lora_scale=request.lora_scale,
+            prompts=list(request.prompts),
+            negative_prompt=request.negative_prompt,
+            width=request.width,
+            height=request.height,
+            steps=request.steps,
+            guidance_scale=request.guidance_scale,
+            seed=request.seed,
+            num_images=request.num_images,
+            output_dir=str(request.output_dir),
+            output_format=request.output_format,
+            log_path=str(log_path) if callable(self._log_path_for) else None,
+        ).to_message()
 
     # -- the worker process ----------------------------------------------------------------------
 
     async def _ensure_worker(self, log_path: Path) -> None:
         """A live worker that has said ready; starts one if there is none (or the last one died idle)."""
         if self._proc is not None and self._proc.returncode is not None:
-            self._note(log_path, f"the idle generation worker {describe_signal(self._proc.returncode)}")
-            self._kill_group(self._proc)
+            note(log_path, f"the idle generation worker {describe_signal(self._proc.returncode)}")
+            kill_group(self._proc)
             self._forget_worker()
         if self._proc is not None:
             return
-        log_path.parent.mkdir(parents=True, exist_ok=True)
         env = gpu_env(os.environ, self.gpu, self._extra_env)
-        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            self._proc = await asyncio.create_subprocess_exec(
-                self.python,
-                str(WORKER_SCRIPT),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=log_fd,
-                cwd=str(self.cwd),
-                env=env,
-                start_new_session=True,
-                limit=_STREAM_LIMIT,
-            )
-        except OSError as exc:
-            raise _StartFailed(f"could not start the generation worker with {self.python}: {exc}") from exc
-        finally:
-            os.close(log_fd)  # the worker holds its own copy
+        self._proc = await spawn_worker(self.python, cwd=self.cwd, env=env, log_path=log_path)
         self.loads = 0
         self.loaded_model = None
-        self._note(log_path, f"started generation worker pid {self._proc.pid}")
-        try:
-            ready = await asyncio.wait_for(self._next_event(), self.start_timeout)
-        except TimeoutError:
-            self._kill_group(self._proc)
-            raise _WorkerGone from None
-        if ready.get("event") != "ready":
-            raise _WorkerGone
-
-    async def _next_event(self) -> dict[str, Any]:
-        """The next event from the worker; _WorkerGone at the end of its stream."""
-        proc = self._proc
-        if proc is None or proc.stdout is None:
-            raise _WorkerGone
-        while True:
-            try:
-                line = await proc.stdout.readline()
-            except (ValueError, asyncio.LimitOverrunError, ConnectionError) as exc:
-                raise _WorkerGone from exc
-            if not line:
-                raise _WorkerGone
-            try:
-                event = json.loads(line)
-            except ValueError:
-                log.warning("generation worker wrote a line that is not JSON: %r", line[:200])
-                continue
-            if isinstance(event, dict):
-                return event
-
-    def _send(self, message: dict[str, Any]) -> None:
-        """Write one request line (buffered; call _drain to wait for it to leave)."""
-        proc = self._proc
-        if proc is None or proc.stdin is None or proc.returncode is not None or proc.stdin.is_closing():
-            raise _WorkerGone
-        try:
-            proc.stdin.write((json.dumps(message) + "\n").encode("utf-8"))
-        except (BrokenPipeError, ConnectionResetError) as exc:
-            raise _WorkerGone from exc
-
-    async def _drain(self) -> None:
-        """Wait until buffered request lines reached the worker."""
-        proc = self._proc
-        if proc is None or proc.stdin is None:
-            raise _WorkerGone
-        try:
-            await proc.stdin.drain()
-        except (BrokenPipeError, ConnectionResetError) as exc:
-            raise _WorkerGone from exc
+        note(log_path, f"started generation worker pid {self._proc.pid}")
+        await wait_ready(self._proc, self.start_timeout)
 
     async def _worker_died(self, log_path: Path, images: list[Path]) -> GenerationOutcome:
         """The worker ended mid-request: reap it, say how in the log, and fail (or cancel) the request."""
@@ -395,13 +328,9 @@ class WarmGenerator:
         how = "ended"
         returncode: int | None = None
         if proc is not None:
-            try:
-                returncode = await asyncio.wait_for(proc.wait(), _REAP_SECONDS)
-            except TimeoutError:  # it closed its protocol stream but lives on: it is of no use any more
-                self._kill_group(proc)
-                returncode = await proc.wait()
+            returncode = await reap(proc)
             how = describe_signal(returncode)
-            self._kill_group(proc)  # anything it started
+            kill_group(proc)  # anything it started
             self._forget_worker()
         if self._stopping:
             message = f"the generation worker was shut down ({how})"
@@ -410,7 +339,7 @@ class WarmGenerator:
             # An uncaught Python exception exits with status 1 after printing it; a signal leaves no such line.
             if returncode is not None and returncode > 0 and (cause := last_error_line(log_path)):
                 message += f": {cause}"
-        self._note(log_path, message)
+        note(log_path, message)
         if self._cancel_requested:
             return GenerationOutcome("cancelled", images, None, self.loads)
         return GenerationOutcome("failed", images, message, self.loads)
@@ -423,14 +352,8 @@ class WarmGenerator:
     def _discard_worker(self) -> None:
         """Kill the worker without a say and forget it; asyncio reaps it in the background."""
         if self._proc is not None:
-            self._kill_group(self._proc)
+            kill_group(self._proc)
         self._forget_worker()
-
-    @staticmethod
-    def _kill_group(proc: asyncio.subprocess.Process) -> None:
-        """SIGKILL every process in the worker's group; a no-op once it is empty."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
 
     def _cancel_kill_timer(self) -> None:
         if self._kill_timer is not None:
@@ -462,38 +385,6 @@ class WarmGenerator:
     def _log_path(self, job_id: str) -> Path:
         """The log file for a job's request."""
         return Path(self._log_path_for(job_id) if callable(self._log_path_for) else self._log_path_for)
-
-    @staticmethod
-    def _note(log_path: Path, text: str) -> None:
-        """Append one of lorapod's own lines to a job's log."""
-        try:
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(log_path, "a", encoding="utf-8") as handle:
-                handle.write(f"[lorapod] {text}\n")
-        except OSError:
-            log.warning("could not write to %s: %s", log_path, text)
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    """The event loop running in this thread, if any."""
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
-def last_error_line(log_path: Path, *, window: int = 16 * 1024) -> str | None:
-    """The last Python exception line ("SomeError: ...") near the end of a log, to say why a worker died."""
-    try:
-        with open(log_path, "rb") as handle:
-            handle.seek(max(0, handle.seek(0, os.SEEK_END) - window))
-            tail = handle.read().decode("utf-8", errors="replace")
-    except OSError:
-        return None
-    for line in reversed(tail.splitlines()):
-        if _EXCEPTION_LINE.match(line):
-            return line.strip()[:_MAX_CAUSE]
-    return None
 
 
 def _safely(callback: Callable[[Any], None], value: Any) -> None:

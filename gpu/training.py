@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import contextlib
 import logging
 import os
 import re
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 from gpu.artifacts import Artifact, scan_training_output
+from gpu.loop import call_soon
 from gpu.process import ManagedProcess, describe_signal, gpu_env
 from gpu.progress import BarParser, Progress
 
@@ -138,18 +138,8 @@ class TrainingRun:
         """SIGINT the trainer now, SIGKILL its group after grace seconds; safe at any time and from any thread."""
         self.stop_requested = True
         self._stop_grace = grace
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return  # not started: run() sees the flag; or already over
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            self._stop_process(grace)
-        else:
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: the run is over
-                loop.call_soon_threadsafe(self._stop_process, grace)
+        # No loop yet: run() sees the flag before it starts anything. A closed loop: the run is over.
+        call_soon(self._loop, self._stop_process, grace)
 
     def _stop_process(self, grace: float) -> None:
         """Stop the child if there is one (on the loop's thread)."""

@@ -31,17 +31,14 @@ import errno
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
+from core.contract.downloads import bulk_download, download, download_file
 from core.contract.inputs import (
     CONTRACT_INPUT_MODELS,
-    BulkDownloadInput,
     CancelInput,
-    DownloadFileInput,
-    DownloadInput,
     ListFilesInput,
     ProcessesInput,
     ProcessStatusInput,
@@ -51,11 +48,10 @@ from core.contract.validation import parse
 from core.contract.views import job_view
 from core.errors import Conflict, InvalidInput, LorapodError, NotFound
 from core.jobs.requests import JOB_REQUEST_MODELS, job_type_of
-from core.jobs.rows import Job, JobStatus, JobType
+from core.jobs.rows import Job, JobStatus
 from core.jobs.service import JobService
 from core.storage.catalog import list_base_models, list_loras
-from core.storage.files import Chunk, build_zip, bundle_key, list_files, max_raw_chunk, read_chunk, resolve_many
-from core.storage.workspace import Workspace
+from core.storage.files import list_files
 
 log = logging.getLogger("lorapod.dispatcher")
 
@@ -294,45 +290,6 @@ def _list_files(service: JobService, data: ListFilesInput) -> dict[str, Any]:
     return {"files": [info.to_dict() for info in found]}
 
 
-def _download_file(service: JobService, data: DownloadFileInput) -> dict[str, Any]:
-    workspace = service.workspace
-    refuse_private(workspace, workspace.resolve(data.file_path, field="file_path"), "file_path")
-    return _chunk(service, data.file_path, data.offset, data.length)
-
-
-def _download(service: JobService, data: DownloadInput) -> dict[str, Any]:
-    job = service.get(data.process_id)
-    if data.artifact is None:
-        artifact = _main_artifact(job, service.current_artifacts(job))
-    elif (artifact := service.find_artifact(job, data.artifact)) is None:
-        raise NotFound(f"process '{job.id}' has no artifact named '{data.artifact}'", field="artifact")
-    out = _chunk(service, str(artifact["path"]), data.offset, data.length)
-    return {**out, "process_id": job.id, "artifact": artifact["name"], "kind": artifact["kind"]}
-
-
-def _bulk_download(service: JobService, data: BulkDownloadInput) -> dict[str, Any]:
-    workspace = service.workspace
-    source = data.source()
-    if source == "process_id":
-        job = service.get(str(data.process_id))
-        paths = [workspace.resolve(str(a["path"]), field="process_id") for a in service.current_artifacts(job)]
-        paths = [path for path in paths if path.is_file()]
-        if not paths:
-            raise NotFound(f"process '{job.id}' has no files to download yet (status {job.status})", field="process_id")
-        prefix = job.id
-    else:
-        for index, raw in enumerate(data.file_paths or []):
-            field = f"file_paths[{index}]"
-            refuse_private(workspace, workspace.resolve(raw, field=field), field)
-        if data.directory is not None:
-            refuse_private(workspace, workspace.resolve(data.directory, field="directory"), "directory")
-        paths = resolve_many(workspace, data.file_paths, data.directory)
-        prefix = "bundle"
-    archive = build_zip(workspace, paths, bundle_name=f"{prefix}-{bundle_key(paths)}")
-    out = _chunk(service, workspace.relative(archive), data.offset, data.length)
-    return {**out, "files": len(paths)}
-
-
 _HANDLERS: dict[str, Callable[[JobService, Any], dict[str, Any]]] = {
     "health": _health,
     "upload_training_data": _upload,
@@ -342,54 +299,7 @@ _HANDLERS: dict[str, Callable[[JobService, Any], dict[str, Any]]] = {
     "lora": _lora,
     "list_models": _list_models,
     "list_files": _list_files,
-    "download_file": _download_file,
-    "download": _download,
-    "bulk_download": _bulk_download,
+    "download_file": download_file,
+    "download": download,
+    "bulk_download": bulk_download,
 }
-
-
-# ----- helpers
-
-
-def chunk_limit(service: JobService) -> int:
-    """The largest raw chunk a download answers with: what fits the /run payload limit after base64."""
-    return max_raw_chunk(service.settings.payload_limit_run_bytes)
-
-
-def _chunk(service: JobService, path: str, offset: int, length: int | None) -> dict[str, Any]:
-    chunk = read_chunk(service.workspace, path, offset=offset, length=length, max_length=chunk_limit(service))
-    return chunk_output(chunk)
-
-
-def chunk_output(chunk: Chunk) -> dict[str, Any]:
-    """A chunk in the contract's shape."""
-    return {
-        "file_path": chunk.path,
-        "name": Path(chunk.path).name,
-        "content": chunk.content_b64,
-        "size": chunk.size,
-        "offset": chunk.offset,
-        "length": chunk.length,
-        "next_offset": chunk.next_offset,
-        "done": chunk.done,
-        "sha256": chunk.sha256,
-    }
-
-
-def refuse_private(workspace: Workspace, target: Path, field: str) -> None:
-    """NotFound for what listings hide: hidden names anywhere in the path, and the database at the root."""
-    if target != workspace.root and workspace.is_private(target):
-        raise NotFound(f"{field}: no such file in the workspace", field=field)
-
-
-def _main_artifact(job: Job, artifacts: list[dict[str, Any]]) -> dict[str, Any]:
-    """The main artifact: the final LoRA (else the newest checkpoint), or the first image."""
-    if job.type == JobType.train:
-        loras = [a for a in artifacts if a.get("kind") == "lora"]
-        checkpoints = sorted((a for a in artifacts if a.get("kind") == "checkpoint"), key=lambda a: a.get("step") or 0)
-        main = loras or checkpoints[-1:]
-    else:
-        main = [a for a in artifacts if a.get("kind") == "image"]
-    if not main:
-        raise NotFound(f"process '{job.id}' has no artifact to download yet (status {job.status})", field="process_id")
-    return main[0]

@@ -6,6 +6,8 @@ import asyncio
 import threading
 from collections import defaultdict
 
+from gpu.loop import call_soon
+
 
 class Notifier:
     """Wakes coroutines waiting on a job id; safe to call from any thread."""
@@ -19,13 +21,7 @@ class Notifier:
         with self._lock:
             waiters = list(self._waiters.get(job_id, ())) + list(self._waiters.get("*", ()))
         for loop, event in waiters:
-            try:
-                if _running_loop() is loop:
-                    event.set()
-                else:
-                    loop.call_soon_threadsafe(event.set)
-            except RuntimeError:  # the waiter's loop is closed
-                continue
+            call_soon(loop, event.set)
 
     async def wait(self, job_id: str, timeout: float) -> bool:
         """Wait until job_id changes or timeout passes; True when woken by a change."""
@@ -43,10 +39,3 @@ class Notifier:
                 self._waiters[job_id].discard(entry)
                 if not self._waiters[job_id]:
                     del self._waiters[job_id]
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None

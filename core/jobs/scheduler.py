@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from core.jobs.rows import Job, JobStatus, JobType, utcnow
 from core.jobs.store import JobStore
 from gpu.generation import WarmGenerator
+from gpu.loop import call_soon
 
 log = logging.getLogger("lorapod.scheduler")
 
@@ -56,17 +57,7 @@ class Scheduler:
 
     def kick(self) -> None:
         """Start queued jobs on free slots now; callable from any thread."""
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            self._schedule()
-        else:
-            loop.call_soon_threadsafe(self._schedule)
+        call_soon(self._loop, self._schedule)
 
     @property
     def busy_slots(self) -> int:

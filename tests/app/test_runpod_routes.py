@@ -345,7 +345,7 @@ def test_retry_purge_and_health(api: httpx.Client, endpoint: Any, live_server: L
 def test_purge_queue_drops_the_calls_waiting_for_a_slot(
     api: httpx.Client, endpoint: Any, live_server: LiveServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from app.routes.runpod import CallRunner
+    from app.calls.runner import CallRunner
     from tests.fakes.trainer import make_dataset
 
     make_dataset(live_server.service.workspace.training_data / "faces", 2)

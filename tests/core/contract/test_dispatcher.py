@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from core.contract.dispatcher import CONTRACT_TYPES, ProgressReporter, chunk_limit, dispatch
+from core.contract.dispatcher import CONTRACT_TYPES, ProgressReporter, dispatch
+from core.contract.downloads import chunk_limit
 from core.jobs.rows import Job, JobType
 from core.jobs.service import JobService
 from core.settings import Settings

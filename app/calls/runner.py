@@ -1,0 +1,149 @@
+"""Runs the /v2 routes' calls on the server's event loop through the contract's dispatcher, with a /stream backlog."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from functools import partial
+from typing import Any
+
+from app.calls.store import Call, CallStatus, CallStore
+from core.contract.dispatcher import dispatch
+from core.errors import Conflict, NotFound
+from core.jobs.service import JobService
+
+log = logging.getLogger("lorapod.runpod")
+
+# Calls running at once; beyond this they wait IN_QUEUE (and /purge-queue can drop them).
+MAX_CONCURRENT_CALLS = 8
+# Progress updates kept for /stream per call when nobody reads them.
+STREAM_BACKLOG = 1000
+
+
+class CallRunner:
+    """Runs calls on the server's event loop through the dispatcher and keeps their /stream backlog."""
+
+    def __init__(self, service: JobService, *, concurrency: int = MAX_CONCURRENT_CALLS) -> None:
+        settings = service.settings
+        self.service = service
+        self.store = CallStore(
+            service.engine,
+            worker_id=settings.worker_id,
+            run_retention_seconds=settings.result_retention_run_seconds,
+            runsync_retention_seconds=settings.result_retention_runsync_seconds,
+        )
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.streams: dict[str, deque[dict[str, Any]]] = {}
+        self._slots = asyncio.Semaphore(concurrency)
+        failed = self.store.fail_interrupted()
+        if failed:
+            log.warning("%d RunPod-style calls were unfinished when the server stopped: marked FAILED", len(failed))
+
+    def submit(self, payload: dict[str, Any], *, sync: bool, execution_timeout_ms: int | None = None) -> Call:
+        """Store a new call and start running it in the background."""
+        call = self.store.create(payload, sync=sync, execution_timeout_ms=execution_timeout_ms)
+        self._spawn(call.id, payload, execution_timeout_ms)
+        return call
+
+    def retry(self, call_id: str) -> Call:
+        """Queue a failed call again with its stored input."""
+        call = self.store.retry(call_id)
+        self._spawn(call.id, call.input, call.execution_timeout_ms)
+        return call
+
+    async def wait(self, call_id: str, seconds: float) -> None:
+        """Wait until the call's run ends or seconds pass (the run itself is not cancelled)."""
+        task = self.tasks.get(call_id)
+        if task is not None:
+            await asyncio.wait({task}, timeout=seconds)
+
+    def cancel(self, call_id: str) -> Call:
+        """Cancel a queued or running call and the lorapod process it waits on."""
+        before = self.store.get(call_id)
+        call = self.store.cancel(call_id)
+        if before.final or call.status != CallStatus.CANCELLED:
+            return call
+        self._stop_process(call)
+        task = self.tasks.get(call_id)
+        if task is not None:
+            task.cancel()
+        return call
+
+    def purge_queue(self) -> int:
+        """Drop the calls still waiting for a slot."""
+        removed = self.store.purge_queue()
+        for call_id in removed:
+            task = self.tasks.pop(call_id, None)
+            if task is not None:
+                task.cancel()
+            self.streams.pop(call_id, None)
+        return len(removed)
+
+    def drain_stream(self, call_id: str) -> list[dict[str, Any]]:
+        """The progress updates since the last read."""
+        backlog = self.streams.get(call_id)
+        if not backlog:
+            return []
+        items = list(backlog)
+        backlog.clear()
+        return items
+
+    def _stop_process(self, call: Call) -> None:
+        if call.process_id:
+            with contextlib.suppress(Conflict, NotFound):  # the process ended on its own meanwhile
+                self.service.cancel(call.process_id)
+
+    def _spawn(self, call_id: str, payload: dict[str, Any], execution_timeout_ms: int | None) -> None:
+        self.streams[call_id] = deque(maxlen=STREAM_BACKLOG)
+        run = self._run(call_id, payload, execution_timeout_ms)
+        self.tasks[call_id] = asyncio.create_task(run, name=f"runpod-call-{call_id}")
+
+    async def _run(self, call_id: str, payload: dict[str, Any], execution_timeout_ms: int | None) -> None:
+        try:
+            async with self._slots:
+                if not self.store.start(call_id):
+                    return  # cancelled or purged while it waited
+                # stop_on_cancel=False: a task is also cancelled when the server shuts down, and that must not
+                # stop trainings; /cancel and the timeout stop the process themselves.
+                running = dispatch(
+                    self.service, payload, progress=partial(self._progress, call_id), stop_on_cancel=False
+                )
+                timeout = execution_timeout_ms / 1000 if execution_timeout_ms else None
+                try:
+                    result = await asyncio.wait_for(running, timeout)
+                except TimeoutError:
+                    if self.store.time_out(call_id):
+                        self._stop_process(self.store.get(call_id))
+                    return
+                self.store.finish(call_id, result)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("RunPod-style call %s failed", call_id)
+            self.store.fail(call_id, f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            if self.tasks.get(call_id) is asyncio.current_task():
+                del self.tasks[call_id]
+            self._forget_stream_later(call_id)
+
+    def _progress(self, call_id: str, update: dict[str, Any]) -> None:
+        process_id = update.get("process_id")
+        self.store.report(call_id, update, process_id=process_id if isinstance(process_id, str) else None)
+        backlog = self.streams.get(call_id)
+        if backlog is not None:
+            backlog.append({"output": update})
+
+    def _forget_stream_later(self, call_id: str) -> None:
+        backlog = self.streams.get(call_id)
+        if backlog is None:
+            return
+        settings = self.service.settings
+        keep = max(settings.result_retention_run_seconds, settings.result_retention_runsync_seconds)
+
+        def forget() -> None:
+            if self.streams.get(call_id) is backlog:  # not a retry's fresh backlog
+                del self.streams[call_id]
+
+        asyncio.get_running_loop().call_later(keep, forget)
