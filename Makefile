@@ -34,9 +34,10 @@ run: install  ## serve on $(HOST):$(PORT) with ./workspace and SQLite
 test: dev  ## the whole suite
 	$(PY) -m pytest -q
 
-lint: dev
+lint: dev  ## ruff, the format check and the type check, as CI runs them
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 bench: dev  ## benchmarks: runner overhead, job start latency, warm generation
 	$(PY) bench/bench_runner.py

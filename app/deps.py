@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import Depends, Request, Response
 from fastapi.routing import APIRoute
@@ -19,12 +19,12 @@ from core.storage.datasets import DatasetStore
 
 def get_service(request: Request) -> JobService:
     """The app's one job service."""
-    return request.app.state.service
+    return cast(JobService, request.app.state.service)
 
 
 def get_settings(request: Request) -> Settings:
     """The app's settings."""
-    return request.app.state.service.settings
+    return cast(Settings, request.app.state.service.settings)
 
 
 def require_auth(request: Request) -> None:
@@ -34,7 +34,7 @@ def require_auth(request: Request) -> None:
 
 def get_datasets(request: Request) -> DatasetStore:
     """The service's one dataset store."""
-    return request.app.state.service.datasets
+    return cast(DatasetStore, request.app.state.service.datasets)
 
 
 ServiceDep = Annotated[JobService, Depends(get_service)]

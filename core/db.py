@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, cast
 
 from sqlalchemy import event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import CursorResult, Engine, Result
 from sqlmodel import Session, create_engine
 
 # The migrations ship inside the package, so a non-editable install migrates from any folder.
@@ -56,6 +57,11 @@ def migrate(engine: Engine) -> None:
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+def rows_changed(result: Result[Any]) -> int:
+    """How many rows an UPDATE or DELETE touched (SQLModel types every result as a plain Result)."""
+    return cast(CursorResult[Any], result).rowcount
 
 
 def ping(engine: Engine) -> bool:

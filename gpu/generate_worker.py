@@ -30,7 +30,10 @@ import random  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import traceback  # noqa: E402
-from typing import IO, Any  # noqa: E402
+from typing import IO, TYPE_CHECKING, Any  # noqa: E402
+
+if TYPE_CHECKING:  # annotations only: at run time the protocol is `wire`, loaded below
+    from gpu.generate_protocol import GenerateRequest
 
 if _AS_SCRIPT:
     # lorapod is not installed here, but the protocol sits beside this file. It is loaded by its path: with this
@@ -189,7 +192,7 @@ class Engine:
 
     # -- the base model ------------------------------------------------------------------------------
 
-    def ensure_model(self, job: wire.GenerateRequest) -> None:
+    def ensure_model(self, job: GenerateRequest) -> None:
         """Load job's base model unless it is the one already loaded."""
         key = (job.base_model, job.pipeline)
         if self.pipe is not None and self.model_key == key:
@@ -288,7 +291,7 @@ class Engine:
 
     # -- generating ----------------------------------------------------------------------------------
 
-    def generate(self, job: wire.GenerateRequest) -> tuple[str, list[str]]:
+    def generate(self, job: GenerateRequest) -> tuple[str, list[str]]:
         """Render every image of job; returns the status and the image paths written."""
         self.ensure_model(job)
         self.apply_lora(job.lora_path, job.lora_scale)
@@ -310,7 +313,7 @@ class Engine:
             self.protocol.emit(wire.EVENT_IMAGE, id=job.id, index=index, path=path, seed=seed, sidecar=sidecar)
         return wire.STATUS_COMPLETED, written
 
-    def _render(self, job: wire.GenerateRequest, prompt: str, seed: int, index: int, total: int) -> Any:
+    def _render(self, job: GenerateRequest, prompt: str, seed: int, index: int, total: int) -> Any:
         """One image with its own generator, reporting every denoising step and stopping on cancel."""
         # A CPU generator gives the same noise for a seed whatever the device.
         generator = self.torch.Generator(device="cpu").manual_seed(seed)
@@ -344,7 +347,7 @@ class Engine:
             log(f"{self.pipeline_class} takes no negative prompt here; it is ignored")
         return self.pipe(**kwargs).images[0]
 
-    def _save(self, job: wire.GenerateRequest, image: Any, index: int, prompt: str, seed: int) -> tuple[str, str]:
+    def _save(self, job: GenerateRequest, image: Any, index: int, prompt: str, seed: int) -> tuple[str, str]:
         """Write the image and its JSON sidecar atomically; returns both paths."""
         _, ext = FORMATS[job.output_format]
         path = os.path.join(job.output_dir, f"{index}{ext}")

@@ -258,8 +258,8 @@ class WarmGenerator:
             elif kind == wire.EVENT_DONE:
                 self.loads = int(event.get("loads", self.loads))
                 self.loaded_model = request.base_model
-                status = "cancelled" if event.get("status") == wire.STATUS_CANCELLED else "completed"
-                return GenerationOutcome(status, images, None, self.loads)
+                cancelled = event.get("status") == wire.STATUS_CANCELLED
+                return GenerationOutcome("cancelled" if cancelled else "completed", images, None, self.loads)
             elif kind == wire.EVENT_ERROR:
                 self.loads = int(event.get("loads", self.loads))
                 self.loaded_model = event.get("base_model")

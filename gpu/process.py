@@ -137,7 +137,12 @@ class ManagedProcess:
             pidfd = None
         if pidfd is not None:
             readable = loop.create_future()
-            loop.add_reader(pidfd, lambda: readable.done() or readable.set_result(None))
+
+            def on_readable() -> None:
+                if not readable.done():
+                    readable.set_result(None)
+
+            loop.add_reader(pidfd, on_readable)
             try:
                 if self._popen.poll() is None:
                     await readable

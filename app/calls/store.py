@@ -12,13 +12,13 @@ import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import JSON, Column, DateTime, delete, func, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from core.db import session_scope
+from core.db import rows_changed, session_scope
 from core.errors import Conflict, NotFound
 from core.jobs.requests import job_type_of
 from core.jobs.rows import utcnow
@@ -90,7 +90,7 @@ def stored_input(payload: dict[str, Any]) -> dict[str, Any]:
                 content = item.pop("content")
                 item["content_omitted"] = True
                 item["content_chars"] = len(content) if isinstance(content, str) else None
-    return cleaned
+    return cast(dict[str, Any], cleaned)
 
 
 def _redact(value: Any) -> Any:
@@ -237,7 +237,7 @@ class CallStore:
                     retries=Call.retries + 1,
                 )
             )
-        if not result.rowcount:
+        if not rows_changed(result):
             raise Conflict(f"request '{call_id}' changed while being retried; try again", field="id")
         return self.get(call_id)
 
@@ -288,7 +288,7 @@ class CallStore:
             result = session.execute(
                 delete(Call).where(col(Call.expires_at).is_not(None), col(Call.expires_at) <= utcnow())
             )
-        return int(result.rowcount or 0)
+        return int(rows_changed(result) or 0)
 
     def _end(self, call_id: str, from_statuses: tuple[CallStatus, ...], status: CallStatus, **values: Any) -> bool:
         now = utcnow()
@@ -304,4 +304,4 @@ class CallStore:
             result = session.execute(
                 update(Call).where(col(Call.id) == call_id, col(Call.status).in_(list(from_statuses))).values(**values)
             )
-        return bool(result.rowcount)
+        return bool(rows_changed(result))

@@ -25,8 +25,11 @@ def download(service: JobService, data: DownloadInput) -> dict[str, Any]:
     job = service.get(data.process_id)
     if data.artifact is None:
         artifact = main_artifact(job, service.current_artifacts(job))
-    elif (artifact := service.find_artifact(job, data.artifact)) is None:
-        raise NotFound(f"process '{job.id}' has no artifact named '{data.artifact}'", field="artifact")
+    else:
+        named = service.find_artifact(job, data.artifact)
+        if named is None:
+            raise NotFound(f"process '{job.id}' has no artifact named '{data.artifact}'", field="artifact")
+        artifact = named
     out = chunk(service, str(artifact["path"]), data.offset, data.length)
     return {**out, "process_id": job.id, "artifact": artifact["name"], "kind": artifact["kind"]}
 

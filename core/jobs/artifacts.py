@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from core.jobs.executions import scan_generated, scan_training
 from core.jobs.lifecycle import artifact_record
 from core.jobs.rows import Job, JobType
@@ -9,9 +11,9 @@ from core.storage.workspace import Workspace
 from gpu.artifacts import Artifact
 
 
-def side_artifacts(job: Job, workspace: Workspace) -> list[dict[str, object]]:
+def side_artifacts(job: Job, workspace: Workspace) -> list[dict[str, Any]]:
     """The job's log and launched config, listed beside what the runner found."""
-    out: list[dict[str, object]] = []
+    out: list[dict[str, Any]] = []
     for name, kind, rel in (
         ("log.txt", "log", job.log_path),
         ("job_config.yaml", "config", job.config.get("config_path")),
@@ -24,7 +26,7 @@ def side_artifacts(job: Job, workspace: Workspace) -> list[dict[str, object]]:
     return out
 
 
-def current_artifacts(job: Job, workspace: Workspace) -> list[dict[str, object]]:
+def current_artifacts(job: Job, workspace: Workspace) -> list[dict[str, Any]]:
     """A job's artifacts as on disk now (used after restarts and for finished jobs)."""
     found = (
         scan_training(job, workspace)
@@ -34,6 +36,6 @@ def current_artifacts(job: Job, workspace: Workspace) -> list[dict[str, object]]
     return [artifact_record(a, workspace) for a in found] + side_artifacts(job, workspace)
 
 
-def find_artifact(job: Job, name: str, workspace: Workspace) -> dict[str, object] | None:
+def find_artifact(job: Job, name: str, workspace: Workspace) -> dict[str, Any] | None:
     """The job's artifact of this name as on disk now, if there is one."""
     return next((a for a in current_artifacts(job, workspace) if a.get("name") == name), None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from core.jobs.rows import Job, JobStatus, JobType, utcnow
 from core.jobs.scheduler import Scheduler
@@ -19,7 +20,7 @@ async def recover_jobs(
     store: JobStore,
     scheduler: Scheduler,
     worker_id: str,
-    current_artifacts: Callable[[Job], list[dict[str, object]]],
+    current_artifacts: Callable[[Job], list[dict[str, Any]]],
 ) -> None:
     """Fail this worker's orphaned running jobs; adopt trainers that survived the restart."""
     for job in store.running_on(worker_id):

@@ -41,7 +41,7 @@ class GenerateRequest(GenerateParams):
 
 
 JobRequest = Annotated[TrainRequest | TrainYamlRequest | GenerateRequest, Field(discriminator="type")]
-JOB_REQUEST_MODELS: dict[str, type[BaseModel]] = {
+JOB_REQUEST_MODELS: dict[str, type[TrainRequest | TrainYamlRequest | GenerateRequest]] = {
     "train": TrainRequest,
     "train_with_yaml": TrainYamlRequest,
     "generate": GenerateRequest,

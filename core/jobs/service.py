@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import shutil
@@ -306,11 +307,11 @@ class JobService:
 
     # -- artifacts -----------------------------------------------------------------------
 
-    def find_artifact(self, job: Job, name: str) -> dict[str, object] | None:
+    def find_artifact(self, job: Job, name: str) -> dict[str, Any] | None:
         """The job's artifact of this name as on disk now, if there is one."""
         return find_artifact(job, name, self.workspace)
 
-    def current_artifacts(self, job: Job) -> list[dict[str, object]]:
+    def current_artifacts(self, job: Job) -> builtins.list[dict[str, Any]]:
         """A job's artifacts as on disk now (used after restarts and for finished jobs)."""
         return current_artifacts(job, self.workspace)
 

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
-from core.db import session_scope
+from core.db import rows_changed, session_scope
 from core.errors import InvalidInput, NotFound
 from core.jobs.rows import Job, JobStatus, utcnow
 
@@ -68,7 +68,7 @@ class JobStore:
             result = session.execute(
                 update(Job).where(col(Job.id) == job_id, col(Job.status).in_(list(from_statuses))).values(**fields)
             )
-            return bool(result.rowcount)
+            return bool(rows_changed(result))
 
     def queued(self, limit: int = 50) -> list[Job]:
         """Queued jobs, oldest first (the FIFO order)."""

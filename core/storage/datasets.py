@@ -101,7 +101,7 @@ class DatasetStore:
         results = self._receive(name, [(filename, stream)])
         return results[0]
 
-    def save_files(self, name: str, files: Iterable[tuple[str, BinaryIO]]) -> UploadSummary:
+    def save_files(self, name: str, files: Iterable[tuple[str, BinaryIO | None]]) -> UploadSummary:
         """Save many files in one request; all or nothing: over max_upload_bytes (TooLarge) nothing is kept."""
         results = self._receive(name, files)
         return self._summary(name, results)

@@ -33,7 +33,7 @@ class _GuardedLoader(yaml.SafeLoader):
         self._nodes = 0
         self._depth = 0
 
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         """Compose one node, counting aliases, nodes and depth."""
         if self.check_event(yaml.AliasEvent):
             self._aliases += 1
@@ -50,10 +50,11 @@ class _GuardedLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
-    def compose_document(self) -> yaml.Node:
+    def compose_document(self) -> yaml.Node | None:
         """Compose the document and refuse it if aliases would expand it past the node limit."""
         node = super().compose_document()
-        _check_expanded_size(node)
+        if node is not None:
+            _check_expanded_size(node)
         return node
 
 

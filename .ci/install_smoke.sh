@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# A non-editable install (a wheel, as `pip install .` makes) in a fresh virtual environment must migrate
+# and serve from a folder that is not the checkout: the migrations ship inside the package.
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+work="$(mktemp -d)"
+trap 'kill "${server_pid:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
+python3 -m venv "$work/venv"
+"$work/venv/bin/pip" install --quiet "$repo"
+cd "$work"
+export LORAPOD_WORKSPACE="$work/workspace"
+"$work/venv/bin/python" -m app migrate
+port="$("$work/venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+"$work/venv/bin/lorapod" serve --port "$port" > "$work/serve.log" 2>&1 &
+server_pid=$!
+for _ in $(seq 1 100); do
+    if curl -fsS "http://127.0.0.1:$port/health" > "$work/health.json" 2>/dev/null; then
+        break
+    fi
+    sleep 0.2
+done
+grep -q '"database":{"ok":true' "$work/health.json" || { cat "$work/serve.log"; echo "install smoke: /health did not answer"; exit 1; }
+test -f "$work/workspace/lorapod.db" || { echo "install smoke: no database in the workspace"; exit 1; }
+if "$work/venv/bin/python" -c 'import pathlib, app; raise SystemExit(str(pathlib.Path(app.__file__)).startswith("'"$repo"'"))'; then
+    echo "install smoke: a wheel install migrated and served from $work"
+else
+    echo "install smoke: app was imported from the checkout, not the installed wheel"; exit 1
+fi
