@@ -6,7 +6,10 @@ repo="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d)"
 trap 'kill "${server_pid:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
 python3 -m venv "$work/venv"
-"$work/venv/bin/pip" install --quiet "$repo"
+# Built from a copy, so setuptools' build/ folder never lands in the checkout.
+mkdir "$work/src"
+cp -r "$repo/pyproject.toml" "$repo/README.md" "$repo/app" "$repo/core" "$repo/gpu" "$work/src/"
+"$work/venv/bin/pip" install --quiet "$work/src"
 cd "$work"
 export LORAPOD_WORKSPACE="$work/workspace"
 "$work/venv/bin/python" -m app migrate
@@ -21,7 +24,7 @@ for _ in $(seq 1 100); do
 done
 grep -q '"database":{"ok":true' "$work/health.json" || { cat "$work/serve.log"; echo "install smoke: /health did not answer"; exit 1; }
 test -f "$work/workspace/lorapod.db" || { echo "install smoke: no database in the workspace"; exit 1; }
-if "$work/venv/bin/python" -c 'import pathlib, app; raise SystemExit(str(pathlib.Path(app.__file__)).startswith("'"$repo"'"))'; then
+if "$work/venv/bin/python" -c 'import pathlib, app; raise SystemExit(str(pathlib.Path(app.__file__)).startswith(("'"$repo"'", "'"$work/src"'")))'; then
     echo "install smoke: a wheel install migrated and served from $work"
 else
     echo "install smoke: app was imported from the checkout, not the installed wheel"; exit 1

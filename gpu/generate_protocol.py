@@ -38,13 +38,11 @@ OUTPUT_FORMATS = ("png", "jpg", "webp")
 
 
 @dataclass(frozen=True)
-class GenerateRequest:
-    """One generate op as it travels: JSON values only, paths as absolute strings."""
+class GenerateParams:
+    """What to generate, declared once: the client's request and the wire request both extend it."""
 
-    id: str
     base_model: str  # a Hub repo id or an absolute local diffusers folder
     pipeline: str  # one of PIPELINES
-    lora_path: str | None
     lora_scale: float
     prompts: list[str]
     negative_prompt: str | None
@@ -54,8 +52,16 @@ class GenerateRequest:
     guidance_scale: float
     seed: int | None
     num_images: int  # per prompt
-    output_dir: str
     output_format: str  # one of OUTPUT_FORMATS
+
+
+@dataclass(frozen=True)
+class GenerateRequest(GenerateParams):
+    """One generate op as it travels: JSON values only, paths as absolute strings."""
+
+    id: str
+    lora_path: str | None
+    output_dir: str
     log_path: str | None  # when set, the worker sends its stdout and stderr there from this request on
 
     def to_message(self) -> dict[str, Any]:

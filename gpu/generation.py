@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -42,24 +43,12 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class GenerationRequest:
+class GenerationRequest(wire.GenerateParams):
     """What to generate: prompts on a base model with an optional LoRA, into output_dir."""
 
     job_id: str
-    base_model: str  # a Hub repo id or an absolute local diffusers folder
-    pipeline: str  # "auto", "sd15", "sdxl" or "flux"
     lora_path: Path | None
-    lora_scale: float
-    prompts: list[str]
-    negative_prompt: str | None
-    width: int
-    height: int
-    steps: int
-    guidance_scale: float
-    seed: int | None
-    num_images: int  # per prompt
     output_dir: Path
-    output_format: str  # "png", "jpg" or "webp"
 
     @property
     def total_images(self) -> int:
@@ -286,22 +275,12 @@ class WarmGenerator:
 
     def _request_line(self, request: GenerationRequest, log_path: Path) -> dict[str, Any]:
         """The generate op for the worker."""
+        params = {f.name: getattr(request, f.name) for f in dataclasses.fields(wire.GenerateParams)}
         return wire.GenerateRequest(
+            **params,
             id=request.job_id,
-            base_model=request.base_model,
-            pipeline=request.pipeline,
             lora_path=str(request.lora_path) if request.lora_path else None,
-            lora_scale=request.lora_scale,
-            prompts=list(request.prompts),
-            negative_prompt=request.negative_prompt,
-            width=request.width,
-            height=request.height,
-            steps=request.steps,
-            guidance_scale=request.guidance_scale,
-            seed=request.seed,
-            num_images=request.num_images,
             output_dir=str(request.output_dir),
-            output_format=request.output_format,
             log_path=str(log_path) if callable(self._log_path_for) else None,
         ).to_message()
 
