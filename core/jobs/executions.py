@@ -10,6 +10,7 @@ from typing import Protocol
 from core.jobs.lifecycle import JobLifecycle
 from core.jobs.rows import Job, JobStatus
 from core.settings import Settings
+from core.storage.media import IMAGE_SUFFIXES
 from core.storage.workspace import Workspace
 from gpu.adopted import AdoptedTraining
 from gpu.artifacts import Artifact, scan_training_output
@@ -134,8 +135,11 @@ def scan_generated(folder: Path) -> list[Artifact]:
     for path in sorted(folder.iterdir(), key=lambda p: (p.stem.zfill(8), p.suffix)):
         if path.name.startswith(".") or not path.is_file():
             continue
-        kind = {".png": "image", ".jpg": "image", ".webp": "image", ".json": "metadata"}.get(path.suffix)
-        if kind is None:
+        if path.suffix in IMAGE_SUFFIXES:
+            kind = "image"
+        elif path.suffix == ".json":
+            kind = "metadata"
+        else:
             continue
         stat = path.stat()
         found.append(Artifact(name=path.name, kind=kind, path=path, size=stat.st_size, modified=stat.st_mtime))
