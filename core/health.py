@@ -55,19 +55,53 @@ def disk_report(path: Path) -> dict[str, int | str]:
 
 
 def health_report(service: JobService) -> dict[str, Any]:
-    """The health object: healthy when the database answers and ai-toolkit is found."""
+    """The health object: ok when the database answers, ai-toolkit is found and generation is not known broken."""
     toolkit = toolkit_info(str(service.settings.ai_toolkit_dir) if service.settings.ai_toolkit_dir else None)
     database_ok = ping(service.engine)
     counts = service.store.counts_by_status() if database_ok else {}
+    generation = service.generation.report()
+    healthy = database_ok and toolkit["found"] and generation["ready"] is not False
     return {
-        "status": "ok" if database_ok and toolkit["found"] else "degraded",
+        "status": "ok" if healthy else "degraded",
         "version": __version__,
         "worker_id": service.settings.worker_id,
         "gpus": [asdict(gpu) for gpu in detect_gpus()],
         "slots": [{"gpu": s.label, "job_id": s.job_id, "warm_model": s.warm_model} for s in service.scheduler.slots],
         "ai_toolkit": toolkit,
+        "generation": generation,
         "disk": disk_report(service.workspace.root),
+        "bundles": service.bundles.usage(),
         "database": {"ok": database_ok, "dialect": service.engine.dialect.name},
         "queue_depth": counts.get(JobStatus.queued, 0),
         "jobs": counts,
     }
+
+
+SCRAPE_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "lorapod_jobs": ("Jobs in the process table, by status (falls when jobs are deleted).", ("status",)),
+    "lorapod_queue_depth": ("Jobs waiting for a GPU slot.", ()),
+    "lorapod_gpu_slots_total": ("GPU slots this worker schedules on.", ()),
+    "lorapod_gpu_slots_busy": ("GPU slots running a job now.", ()),
+    "lorapod_warm_generators": ("Generation workers alive with a model loaded or loading.", ()),
+    "lorapod_workspace_free_bytes": ("Free bytes on the workspace's filesystem.", ()),
+    "lorapod_generation_ready": ("1 when the generation environment imports torch and diffusers, else 0.", ()),
+}
+
+
+def install_scrape_gauges(service: JobService) -> None:
+    """Register the gauges read at each scrape (queue depth, busy slots, warm generators, free disk)."""
+
+    def read() -> dict[str, Any]:
+        counts = service.store.counts_by_status()
+        slots = service.scheduler.slots
+        return {
+            "lorapod_jobs": {(str(status),): float(counts.get(status, 0)) for status in JobStatus},
+            "lorapod_queue_depth": counts.get(JobStatus.queued, 0),
+            "lorapod_gpu_slots_total": len(slots),
+            "lorapod_gpu_slots_busy": service.scheduler.busy_slots,
+            "lorapod_warm_generators": sum(1 for s in slots if s.generator is not None and s.generator.running),
+            "lorapod_workspace_free_bytes": shutil.disk_usage(service.workspace.root).free,
+            "lorapod_generation_ready": 1 if service.generation.ready else 0,
+        }
+
+    service.metrics.add_gauges(read, SCRAPE_GAUGES)

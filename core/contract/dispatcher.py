@@ -159,6 +159,8 @@ async def _job(
         raise InvalidInput("wait", "must be true or false")
     should_wait = wait_field if wait_field is not None else (wait if wait is not None else True)
     request = parse(JOB_REQUEST_MODELS[kind], body)
+    if kind == "generate":  # the first generation after start waits for the environment check
+        await service.generation.settle()
     # Submitted on the loop, not in a thread: a cancel arriving now finds the job already created and reported.
     job = service.submit(request)
     if not should_wait:
@@ -329,8 +331,11 @@ def _bulk_download(service: JobService, data: BulkDownloadInput) -> dict[str, An
             refuse_private(workspace, workspace.resolve(data.directory, field="directory"), "directory")
         paths = resolve_many(workspace, data.file_paths, data.directory)
         prefix = "bundle"
-    archive = build_zip(workspace, paths, bundle_name=f"{prefix}-{bundle_key(paths)}")
-    out = _chunk(service, workspace.relative(archive), data.offset, data.length)
+    name = f"{prefix}-{bundle_key(paths)}"
+    # Marked as read while built and read, so retention never removes it in between.
+    with service.bundles.reading(workspace.output / "bundles" / f"{name}.zip"):
+        archive = build_zip(workspace, paths, bundle_name=name)
+        out = _chunk(service, workspace.relative(archive), data.offset, data.length)
     return {**out, "files": len(paths)}
 
 
@@ -358,7 +363,8 @@ def chunk_limit(service: JobService) -> int:
 
 
 def _chunk(service: JobService, path: str, offset: int, length: int | None) -> dict[str, Any]:
-    chunk = read_chunk(service.workspace, path, offset=offset, length=length, max_length=chunk_limit(service))
+    with service.bundles.reading(service.workspace.root / path):  # a bundle read through download_file counts too
+        chunk = read_chunk(service.workspace, path, offset=offset, length=length, max_length=chunk_limit(service))
     return chunk_output(chunk)
 
 

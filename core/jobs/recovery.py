@@ -22,10 +22,11 @@ async def recover_jobs(service: JobService) -> None:
             slot = next((s for s in service.scheduler.slots if s.label == job.gpu and s.job_id is None), None)
             if slot is not None:
                 service.scheduler.adopt(job, slot)
-                log.info("adopted the running trainer of job %s (pid %s)", job.id, job.pid)
+                log.info("adopted the running trainer of job %s (pid %s)", job.id, job.pid, extra={"job_id": job.id})
                 continue
         service.store.update(job.id, artifacts=service.current_artifacts(job))
-        service.store.transition(
+        if service.store.transition(
             job.id, from_statuses=[JobStatus.running], status=JobStatus.failed, error=INTERRUPTED, finished_at=utcnow()
-        )
-        log.warning("job %s was running when the server stopped: marked failed", job.id)
+        ):
+            service.metrics.job_finished(job.type, JobStatus.failed, job.started_at)
+        log.warning("job %s was running when the server stopped: marked failed", job.id, extra={"job_id": job.id})

@@ -16,8 +16,10 @@ from sqlalchemy.engine import Engine
 
 from core.db import make_engine, migrate
 from core.errors import Conflict, InvalidInput, Unavailable
+from core.health import install_scrape_gauges
 from core.jobs.executions import (
     Execution,
+    ExecutionResult,
     GenerationExecution,
     TrainerExecution,
     scan_generated,
@@ -32,7 +34,11 @@ from core.jobs.requests import JobRequest, TrainRequest, TrainYamlRequest
 from core.jobs.rows import Job, JobStatus, JobType, new_job_id, utcnow
 from core.jobs.scheduler import Scheduler, Slot
 from core.jobs.store import JobStore
+from core.log_context import job_context
+from core.metrics import ServiceMetrics
+from core.readiness import GenerationProbe
 from core.settings import Settings
+from core.storage.bundles import BundleKeeper
 from core.storage.datasets import DatasetStore
 from core.storage.workspace import Workspace, atomic_write_text
 from core.training.builder import TrainingPlan, build_training_config
@@ -44,6 +50,7 @@ from gpu.devices import detect_gpus, parse_gpu_list
 from gpu.generation import GenerationRequest, WarmGenerator
 
 log = logging.getLogger("lorapod.jobs")
+_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class JobService:
@@ -73,6 +80,13 @@ class JobService:
             run_job=self._run_job,
         )
         self._executions: dict[str, Execution] = {}
+        self.metrics = ServiceMetrics()
+        install_scrape_gauges(self)
+        # Checked once, in the background, when the service starts: importing torch takes seconds.
+        self.generation = GenerationProbe(
+            settings.ai_toolkit_python, env=subprocess_env(settings, self.workspace), cwd=_REPO_ROOT
+        )
+        self.bundles = BundleKeeper(self.workspace, retention_seconds=settings.bundle_retention_seconds)
         self._housekeeping: asyncio.Task[None] | None = None
         self.started = False
 
@@ -83,6 +97,7 @@ class JobService:
         if self.started:
             return
         migrate(self.engine)
+        self.generation.start()
         self.scheduler.attach(asyncio.get_running_loop())
         await recover_jobs(self)
         self.started = True
@@ -108,6 +123,7 @@ class JobService:
                     if execution is not None:
                         execution.stop()
                 self.scheduler.kick()
+                await asyncio.to_thread(self.bundles.prune)
             except Exception:
                 log.exception("housekeeping failed")
 
@@ -131,6 +147,7 @@ class JobService:
 
     def submit_generation(self, params: GenerateParams, *, idempotency_key: str | None = None) -> Job:
         """Queue a generation on the warm generator."""
+        self.generation.require()
         job_id = new_job_id(JobType.generate)
         request = build_generation_request(
             params, workspace=self.workspace, job_id=job_id, lora_for_job=self.final_lora_of
@@ -191,6 +208,7 @@ class JobService:
         if job.idempotency_key and (existing := self.store.by_idempotency_key(job.idempotency_key)):
             return existing
         stored = self.store.insert(job)
+        self.metrics.job_submitted(stored.type)
         self.notifier.notify(stored.id)
         self.scheduler.kick()
         return stored
@@ -249,6 +267,7 @@ class JobService:
             cancel_requested=True,
             error="cancelled before it started",
         ):
+            self.metrics.job_finished(job.type, JobStatus.cancelled, None)
             self.notifier.notify(job_id)
             return self.store.get(job_id)
         self.store.update(job_id, cancel_requested=True)
@@ -317,8 +336,15 @@ class JobService:
             notify=self.notifier.notify,
             progress_interval=self.settings.progress_interval_seconds,
             extra_artifacts=lambda: self.side_artifacts(job),
+            on_first_progress=lambda: self.metrics.first_progress.labels(job.type).observe(time.monotonic() - began),
         )
+        began = time.monotonic()
+        job_context.set(job.id)  # this task's log lines carry the job id
+        if not adopted:
+            self.metrics.job_started(job.type, job.created_at)
+        log.info("job %s %s on slot %s", job.id, "adopted" if adopted else "started", slot.label)
         self.notifier.notify(job.id)
+        result: ExecutionResult | None = None
         try:
             execution = (
                 TrainerExecution.adopt(job=job, settings=self.settings, workspace=self.workspace, life=life)
@@ -329,12 +355,18 @@ class JobService:
             result = await execution.run()
             if job.type == JobType.train:
                 life.artifacts(scan_training(job, self.workspace))
-            life.finished(result.status, error=result.error, exit_code=result.exit_code)
+            final = life.finished(result.status, error=result.error, exit_code=result.exit_code)
         except Exception as exc:
             log.exception("job %s failed inside lorapod", job.id)
-            life.finished(JobStatus.failed, error=f"internal error: {exc}")
+            final = life.finished(JobStatus.failed, error=f"internal error: {exc}")
         finally:
             self._executions.pop(job.id, None)
+        log.info("job %s ended: %s", job.id, final.status if final else "already ended")
+        self.metrics.run_ended(
+            job.type,
+            (final.status, final.started_at) if final else None,
+            (result.status, result.exit_code) if result else None,
+        )
 
     async def _prepare(self, job: Job, slot: Slot, life: JobLifecycle) -> Execution:
         if job.type == JobType.train:
@@ -354,7 +386,7 @@ class JobService:
                 log_path_for=lambda job_id: self.workspace.logs / f"{job_id}.log",
                 extra_env=subprocess_env(self.settings, self.workspace),
                 idle_seconds=self.settings.generation_idle_seconds,
-                cwd=Path(__file__).resolve().parent.parent,
+                cwd=_REPO_ROOT,
             )
         return GenerationExecution(
             generator=slot.generator,
