@@ -101,5 +101,7 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> lo
         logger.handlers.clear()
         logger.propagate = True
         logger.setLevel(level)
+    # Alembic narrates every migration step at INFO on each start; its warnings still come through.
+    logging.getLogger("alembic").setLevel(max(root.level, logging.WARNING))
     logging.captureWarnings(True)  # warnings.warn lines in the same format instead of bare on stderr
     return handler
