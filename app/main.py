@@ -27,7 +27,8 @@ its progress live, cancel it, and download the LoRA files and samples.
 The same payloads work on RunPod Serverless: the `/v2/{endpoint_id}/...` routes mirror RunPod's queue API,
 so the stock `runpod` client drives a pod exactly as it drives the cloud.
 
-When `LORAPOD_API_KEY` is set, every route but `/health` needs `Authorization: Bearer <key>`.
+When `LORAPOD_API_KEY` is set, every route but `/health`, `/health/live` and `/health/ready` needs
+`Authorization: Bearer <key>`.
 """
 
 
@@ -59,7 +60,7 @@ def create_app(settings: Settings | None = None, *, warn_without_key: bool = Tru
             {"name": "datasets", "description": "Training images and captions."},
             {"name": "models", "description": "Trained LoRAs and base models on disk."},
             {"name": "files", "description": "Browse and download the workspace."},
-            {"name": "health", "description": "Liveness, details and metrics."},
+            {"name": "health", "description": "Details, liveness and readiness probes, and metrics."},
             {"name": "runpod", "description": "RunPod-compatible queue API (`runpod.Endpoint` works unchanged)."},
         ],
     )
