@@ -11,6 +11,7 @@ from app.deps import ServiceDep, require_auth
 from app.errors import error_responses
 from core.db import ping
 from core.health import health_report, toolkit_info
+from core.jobs.service import JobService
 from core.metrics import CONTENT_TYPE
 
 router = APIRouter(tags=["health"])
@@ -125,7 +126,7 @@ def get_ready(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready", "checks": checks})
 
 
-def health_toolkit_found(service: ServiceDep) -> bool:
+def health_toolkit_found(service: JobService) -> bool:
     """Whether ai-toolkit's run.py is where AI_TOOLKIT_DIR says."""
     return bool(
         toolkit_info(str(service.settings.ai_toolkit_dir) if service.settings.ai_toolkit_dir else None)["found"]

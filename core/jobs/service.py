@@ -329,6 +329,7 @@ class JobService:
     # -- running (called by the scheduler on the service's loop) -------------------------
 
     async def _run_job(self, job: Job, slot: Slot, adopted: bool = False) -> None:
+        began = time.monotonic()
         life = JobLifecycle(
             store=self.store,
             workspace=self.workspace,
@@ -336,9 +337,11 @@ class JobService:
             notify=self.notifier.notify,
             progress_interval=self.settings.progress_interval_seconds,
             extra_artifacts=lambda: self.side_artifacts(job),
-            on_first_progress=lambda: self.metrics.first_progress.labels(job.type).observe(time.monotonic() - began),
+            # An adopted trainer started long before this process saw it: its first progress says nothing.
+            on_first_progress=None
+            if adopted
+            else lambda: self.metrics.first_progress.labels(job.type).observe(time.monotonic() - began),
         )
-        began = time.monotonic()
         job_context.set(job.id)  # this task's log lines carry the job id
         if not adopted:
             self.metrics.job_started(job.type, job.created_at)
