@@ -69,5 +69,5 @@ ENV LORAPOD_WORKSPACE=/workspace \
     LORAPOD_PORT=8000
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=5)"]
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health/live', timeout=5)"]
 CMD ["python", "-m", "app", "serve", "--host", "0.0.0.0", "--port", "8000"]

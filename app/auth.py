@@ -1,4 +1,4 @@
-"""Bearer-token auth: required on every route but /health when LORAPOD_API_KEY is set."""
+"""Bearer-token auth: required on every route but /health and its probes when LORAPOD_API_KEY is set."""
 
 from __future__ import annotations
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 
 from core.settings import Settings, get_settings
 
 LOOPBACK = "127.0.0.1"
+log = logging.getLogger("lorapod")
 
 
 def choose_host(settings: Settings, cli_host: str | None) -> tuple[str, str | None]:
@@ -31,17 +33,30 @@ def choose_host(settings: Settings, cli_host: str | None) -> tuple[str, str | No
     return LOOPBACK, note
 
 
-def serve(settings: Settings, host: str | None, port: int | None, log_level: str) -> int:
-    """Run uvicorn on the app built from settings."""
+def serve(settings: Settings, host: str | None, port: int | None) -> int:
+    """Run uvicorn on the app built from settings, with lorapod's logging and a graceful stop on SIGTERM."""
     import uvicorn
 
+    from app.logging_setup import configure_logging
     from app.main import create_app
+    from app.shutdown import GracefulServer
 
+    configure_logging(settings)
     bind, note = choose_host(settings, host)
     if note:
-        print(f"lorapod: {note}", file=sys.stderr, flush=True)
+        log.warning("%s", note)
+    # The note above already says the API is open; the app need not say it again.
+    app = create_app(settings, warn_without_key=False)
+    config = uvicorn.Config(
+        app,
+        host=bind,
+        port=port or settings.port,
+        log_config=None,  # keep the logging configured above: one format for lorapod's and uvicorn's lines
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_seconds)),  # uvicorn takes whole seconds
+    )
     # One process only: the scheduler and the running trainers live in it.
-    uvicorn.run(create_app(settings), host=bind, port=port or settings.port, log_level=log_level)
+    GracefulServer(config, app).run()
     return 0
 
 
@@ -70,7 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--host", default=None, help="address to bind; default LORAPOD_HOST (127.0.0.1 when LORAPOD_API_KEY is unset)"
     )
     serve_cmd.add_argument("--port", type=int, default=None, help="port to bind; default LORAPOD_PORT (8000)")
-    serve_cmd.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    serve_cmd.add_argument(
+        "--log-level",
+        default=None,
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="least severity logged; default LORAPOD_LOG_LEVEL (info)",
+    )
     commands.add_parser("migrate", help="create the workspace and apply database migrations")
     return parser
 
@@ -80,5 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = get_settings()
     if args.command == "serve":
-        return serve(settings, args.host, args.port, args.log_level)
+        if args.log_level:
+            settings = settings.model_copy(update={"log_level": args.log_level})
+        return serve(settings, args.host, args.port)
     return migrate(settings)

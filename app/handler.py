@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from app.logging_setup import configure_logging
 from core.contract.dispatcher import dispatch
 from core.jobs.service import JobService
 from core.settings import Settings
@@ -125,8 +125,9 @@ def main() -> None:
     """Start the RunPod worker (or its local test modes)."""
     # The SDK logs whole job inputs and outputs at DEBUG (base64 files, downloaded chunks); INFO unless asked.
     os.environ.setdefault("RUNPOD_LOG_LEVEL", "INFO")
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    startup_checks(worker_settings())
+    settings = worker_settings()
+    configure_logging(settings)
+    startup_checks(settings)
     import runpod
 
     runpod.serverless.start({"handler": handler})

@@ -10,7 +10,9 @@ from fastapi import FastAPI
 
 from app.deps import Authorized
 from app.errors import install_error_handlers
+from app.http_metrics import HttpMetricsMiddleware
 from app.routes import datasets, files, health, job_outputs, jobs, model_catalog, runpod
+from app.shutdown import install_drain
 from core import __version__
 from core.jobs.service import JobService
 from core.settings import Settings, get_settings
@@ -25,25 +27,28 @@ its progress live, cancel it, and download the LoRA files and samples.
 The same payloads work on RunPod Serverless: the `/v2/{endpoint_id}/...` routes mirror RunPod's queue API,
 so the stock `runpod` client drives a pod exactly as it drives the cloud.
 
-When `LORAPOD_API_KEY` is set, every route but `/health` needs `Authorization: Bearer <key>`.
+When `LORAPOD_API_KEY` is set, every route but `/health`, `/health/live` and `/health/ready` needs
+`Authorization: Bearer <key>`.
 """
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app around one job service."""
+def create_app(settings: Settings | None = None, *, warn_without_key: bool = True) -> FastAPI:
+    """Build the app around one job service; warn_without_key=False when the caller already warned."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service = JobService(settings)
         app.state.service = service
-        if settings.api_key is None:
+        install_drain(app)
+        if settings.api_key is None and warn_without_key:
             log.warning("LORAPOD_API_KEY is not set: the API has no authentication; keep it on 127.0.0.1")
         await service.start()
         try:
             yield
         finally:
             await service.close()
+            log.info("job service closed")
 
     app = FastAPI(
         title="lorapod",
@@ -55,11 +60,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "datasets", "description": "Training images and captions."},
             {"name": "models", "description": "Trained LoRAs and base models on disk."},
             {"name": "files", "description": "Browse and download the workspace."},
-            {"name": "health", "description": "Liveness, details and metrics."},
+            {"name": "health", "description": "Details, liveness and readiness probes, and metrics."},
             {"name": "runpod", "description": "RunPod-compatible queue API (`runpod.Endpoint` works unchanged)."},
         ],
     )
     install_error_handlers(app)
+    app.add_middleware(HttpMetricsMiddleware)
     app.include_router(health.router)
     for module in (jobs, job_outputs, datasets, model_catalog, files, runpod):
         app.include_router(module.router, dependencies=[Authorized])

@@ -81,6 +81,7 @@ class JobFeed:
         artifact_view: Callable[[Job, dict[str, Any]], dict[str, Any]],
         cursor: EventCursor,
         timing: FeedTiming | None = None,
+        stop: asyncio.Event | None = None,
     ) -> None:
         self.service = service
         self.job = job
@@ -88,6 +89,7 @@ class JobFeed:
         self.artifact_view = artifact_view
         self.cursor = cursor
         self.timing = timing or FeedTiming()
+        self.stop = stop  # set when the server shuts down: the feed then ends with a `shutdown` event
         self._sent_status = job.status
         self._sent_progress = _progress_key(job)
         self._progress_at = 0.0
@@ -116,6 +118,9 @@ class JobFeed:
                     yield text
                 if item is _DONE:
                     break
+                if self.stop is not None and self.stop.is_set():
+                    yield self._event("shutdown", self._shutdown_data())
+                    return
                 if out:
                     last_sent = time.monotonic()
                 elif time.monotonic() - last_sent >= self.timing.keepalive:
@@ -136,6 +141,13 @@ class JobFeed:
             await changes.put(exc)
             return
         await changes.put(_DONE)
+
+    def _shutdown_data(self) -> dict[str, Any]:
+        return {
+            "id": self.job.id,
+            "status": self.job.status,
+            "reason": "the server is shutting down; reconnect with Last-Event-ID to resume (running jobs keep running)",
+        }
 
     def _event(self, name: str, data: Any) -> str:
         return sse_event(name, data, event_id=self.cursor.next_id())

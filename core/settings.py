@@ -6,8 +6,9 @@ import socket
 import sys
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -52,6 +53,21 @@ class Settings(BaseSettings):
     payload_limit_runsync_bytes: int = Field(20 * 1000**2, description="Largest /runsync payload (20 MB).")
     result_retention_run_seconds: float = Field(1800.0, description="How long /run results are kept.")
     result_retention_runsync_seconds: float = Field(60.0, description="How long /runsync results are kept.")
+    bundle_retention_seconds: float = Field(
+        3600.0, ge=0, description="bulk_download zips are removed this long after their last use; 0 keeps them."
+    )
+    log_format: Literal["text", "json"] = Field("text", description="Log lines: human-readable text or JSON lines.")
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
+        "info", description="Least severity logged (lorapod and uvicorn)."
+    )
+    shutdown_timeout_seconds: float = Field(
+        5.0, gt=0, description="On SIGTERM, how long open requests may take to finish before they are cut."
+    )
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _lowercase(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @property
     def effective_database_url(self) -> str:

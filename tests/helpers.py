@@ -69,7 +69,10 @@ class LiveServer:
         return self
 
     def stop(self) -> None:
-        """Ask uvicorn to exit and wait for it."""
+        """Ask uvicorn to exit (ending open event streams, as SIGTERM does) and wait for it."""
+        from app.shutdown import begin_drain
+
+        begin_drain(self.app)
         self.server.should_exit = True
         self.thread.join(timeout=30)
 

@@ -33,6 +33,7 @@ class CallRunner:
             worker_id=settings.worker_id,
             run_retention_seconds=settings.result_retention_run_seconds,
             runsync_retention_seconds=settings.result_retention_runsync_seconds,
+            on_end=lambda status: service.metrics.calls_finished.labels(status).inc(),
         )
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.streams: dict[str, deque[dict[str, Any]]] = {}

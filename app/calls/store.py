@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, cast
@@ -145,8 +146,10 @@ class CallStore:
         worker_id: str,
         run_retention_seconds: float,
         runsync_retention_seconds: float,
+        on_end: Callable[[CallStatus], None] | None = None,
     ) -> None:
         self.engine = engine
+        self.on_end = on_end  # told each final status as it is reached (the calls counter in /metrics)
         self.worker_id = worker_id
         self.run_retention = timedelta(seconds=run_retention_seconds)
         self.runsync_retention = timedelta(seconds=runsync_retention_seconds)
@@ -295,9 +298,12 @@ class CallStore:
         with Session(self.engine) as session:
             sync = session.exec(select(Call.sync).where(Call.id == call_id)).first()
         retention = self.runsync_retention if sync else self.run_retention
-        return self._transition(
+        ended = self._transition(
             call_id, from_statuses, status=status, completed_at=now, expires_at=now + retention, **values
         )
+        if ended and self.on_end is not None:
+            self.on_end(status)
+        return ended
 
     def _transition(self, call_id: str, from_statuses: tuple[CallStatus, ...], **values: Any) -> bool:
         with session_scope(self.engine) as session:

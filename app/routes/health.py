@@ -1,21 +1,22 @@
-"""/health (open, for load balancers and people) and /metrics (Prometheus text, behind auth)."""
+"""/health (open, for people), /health/live and /health/ready (open, for probes) and /metrics (behind auth)."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any
 
-from fastapi import APIRouter, Depends
-from fastapi.responses import PlainTextResponse
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
 
 from app.deps import ServiceDep, require_auth
 from app.errors import error_responses
-from core.jobs.rows import JobStatus
+from core.db import ping
+from core.health import toolkit_info
 from core.jobs.service import JobService
+from core.metrics import CONTENT_TYPE
 
 router = APIRouter(tags=["health"])
 
-PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+PROMETHEUS_TYPE = CONTENT_TYPE
 
 HEALTH_EXAMPLE: dict[str, Any] = {
     "status": "ok",
@@ -24,7 +25,16 @@ HEALTH_EXAMPLE: dict[str, Any] = {
     "gpus": [{"index": "0", "name": "NVIDIA H100 80GB HBM3", "memory_total_mb": 81559, "memory_used_mb": 1}],
     "slots": [{"gpu": "0", "job_id": None, "warm_model": None}],
     "ai_toolkit": {"found": True, "dir": "/app/ai-toolkit", "version": "0.12.26", "commit": "27a03a9"},
+    "generation": {
+        "status": "ready",
+        "ready": True,
+        "python": "/app/ai-toolkit/venv/bin/python",
+        "modules": ["torch", "diffusers", "transformers", "peft", "safetensors", "PIL"],
+        "reason": None,
+        "check_seconds": 6.2,
+    },
     "disk": {"path": "/workspace", "free_bytes": 107374182400, "total_bytes": 214748364800},
+    "bundles": {"path": "output/bundles", "count": 1, "bytes": 18874368, "retention_seconds": 3600.0},
     "database": {"ok": True, "dialect": "sqlite"},
     "queue_depth": 0,
     "jobs": {"completed": 3},
@@ -35,10 +45,12 @@ HEALTH_EXAMPLE: dict[str, Any] = {
     "/health",
     summary="Health and details",
     description=(
-        "Always open (no token). `status` is `ok` when the database answers and ai-toolkit's run.py is found, "
-        "else `degraded`; the answer is 200 either way, so this doubles as a liveness probe. Details: GPUs, "
-        "slots and what they run, ai-toolkit's folder, version and commit, free disk of the workspace, "
-        "database, queue depth, jobs by status, lorapod's version."
+        "Always open (no token). `status` is `ok` when the database answers, ai-toolkit's run.py is found and "
+        "the generation environment is not known to be broken, else `degraded`; the answer is 200 either way. "
+        "Details: GPUs, slots and what they run, ai-toolkit's folder, version and commit, `generation` (whether "
+        "AI_TOOLKIT_PYTHON imports torch and diffusers: `checking` at start, then `ready` or `unavailable` with "
+        "the reason), free disk of the workspace, `bulk_download` bundles kept on disk, database, queue depth, "
+        "jobs by status, lorapod's version. Probes: `/health/live` and `/health/ready`."
     ),
     responses={
         200: {"description": "The health object.", "content": {"application/json": {"example": HEALTH_EXAMPLE}}}
@@ -50,54 +62,106 @@ def get_health(service: ServiceDep) -> dict[str, Any]:
 
 
 @router.get(
+    "/health/live",
+    summary="Liveness probe",
+    description="Always open. 200 while the process answers HTTP at all; it checks nothing else.",
+    responses={200: {"content": {"application/json": {"example": {"status": "alive"}}}}},
+)
+def get_live() -> dict[str, str]:
+    """Liveness probe."""
+    return {"status": "alive"}
+
+
+@router.get(
+    "/health/ready",
+    summary="Readiness probe",
+    description=(
+        "Always open. 200 when the job service is running and the database answers; 503 while starting, once a "
+        "shutdown has begun (SIGTERM) or when the database is unreachable, with the reason in `error`. What the "
+        "pod can run (ai-toolkit, generation) is in `checks`; it does not gate readiness, because datasets, "
+        "files and downloads still work without it."
+    ),
+    responses={
+        200: {
+            "content": {
+                "application/json": {
+                    "example": {
+                        "status": "ready",
+                        "checks": {"service": True, "database": True, "training": True, "generation": True},
+                    }
+                }
+            }
+        },
+        503: {
+            "content": {
+                "application/json": {
+                    "example": {
+                        "status": "not ready",
+                        "error": "shutting down",
+                        "checks": {"service": True, "database": True, "training": True, "generation": True},
+                    }
+                }
+            }
+        },
+    },
+)
+def get_ready(request: Request) -> JSONResponse:
+    """Readiness probe."""
+    service = getattr(request.app.state, "service", None)
+    draining = getattr(request.app.state, "draining", None)
+    problems: list[str] = []
+    checks: dict[str, bool | None] = {"service": bool(service and service.started), "database": False}
+    if service is None or not service.started:
+        problems.append("the job service is not running")
+    else:
+        checks["database"] = ping(service.engine)
+        checks["training"] = health_toolkit_found(service)
+        checks["generation"] = service.generation.ready
+    if service is not None and not checks["database"]:
+        problems.append("the database does not answer")
+    if draining is not None and draining.is_set():
+        problems.append("shutting down")
+    if problems:
+        return JSONResponse({"status": "not ready", "error": "; ".join(problems), "checks": checks}, status_code=503)
+    return JSONResponse({"status": "ready", "checks": checks})
+
+
+def health_toolkit_found(service: JobService) -> bool:
+    """Whether ai-toolkit's run.py is where AI_TOOLKIT_DIR says."""
+    return bool(
+        toolkit_info(str(service.settings.ai_toolkit_dir) if service.settings.ai_toolkit_dir else None)["found"]
+    )
+
+
+@router.get(
     "/metrics",
     summary="Prometheus metrics",
     description=(
-        "Prometheus text format: `lorapod_jobs{status}` (jobs in each status), `lorapod_queue_depth`, "
-        "`lorapod_gpu_slots_total`, `lorapod_gpu_slots_busy`, and `lorapod_job_duration_seconds{type,status}` "
-        "(a summary over the most recent finished jobs). Needs the bearer token when one is configured."
+        "Prometheus text format. Counters (they only grow while the process runs): "
+        "`lorapod_jobs_submitted_total{type}`, `lorapod_jobs_finished_total{type,status}`, "
+        "`lorapod_trainer_exits_total{cause}`, `lorapod_runpod_calls_finished_total{status}`, "
+        "`lorapod_http_requests_total{method,route,status}`. Histograms: `lorapod_job_queue_wait_seconds{type}`, "
+        "`lorapod_job_run_seconds{type,status}`, `lorapod_job_first_progress_seconds{type}`, "
+        "`lorapod_http_request_duration_seconds{method,route}`. Gauges: `lorapod_jobs{status}` (jobs in the "
+        "table), `lorapod_queue_depth`, `lorapod_gpu_slots_total`, `lorapod_gpu_slots_busy`, "
+        "`lorapod_warm_generators`, `lorapod_workspace_free_bytes`, `lorapod_generation_ready`. "
+        "Needs the bearer token when one is configured."
     ),
-    response_class=PlainTextResponse,
+    response_class=Response,
     dependencies=[Depends(require_auth)],
     responses={
         200: {
             "description": "The metrics.",
-            "content": {PROMETHEUS_TYPE: {"example": 'lorapod_jobs{status="running"} 1\nlorapod_queue_depth 2\n'}},
+            "content": {
+                PROMETHEUS_TYPE: {
+                    "example": "# TYPE lorapod_jobs_submitted_total counter\n"
+                    'lorapod_jobs_submitted_total{type="train"} 3.0\n'
+                }
+            },
         },
         **error_responses(401),
     },
 )
-def get_metrics(service: ServiceDep) -> PlainTextResponse:
+def get_metrics(service: ServiceDep) -> Response:
     """Prometheus metrics."""
-    return PlainTextResponse(render_metrics(service), media_type=PROMETHEUS_TYPE)
-
-
-def render_metrics(service: JobService) -> str:
-    """The service's metrics in Prometheus' text exposition format."""
-    counts = service.store.counts_by_status()
-    lines = [
-        "# HELP lorapod_jobs Jobs in each status.",
-        "# TYPE lorapod_jobs gauge",
-        *(f'lorapod_jobs{{status="{status}"}} {counts.get(status, 0)}' for status in JobStatus),
-        "# HELP lorapod_queue_depth Jobs waiting for a GPU slot.",
-        "# TYPE lorapod_queue_depth gauge",
-        f"lorapod_queue_depth {counts.get(JobStatus.queued, 0)}",
-        "# HELP lorapod_gpu_slots_total GPU slots this worker schedules on.",
-        "# TYPE lorapod_gpu_slots_total gauge",
-        f"lorapod_gpu_slots_total {len(service.scheduler.slots)}",
-        "# HELP lorapod_gpu_slots_busy GPU slots running a job now.",
-        "# TYPE lorapod_gpu_slots_busy gauge",
-        f"lorapod_gpu_slots_busy {service.scheduler.busy_slots}",
-        "# HELP lorapod_job_duration_seconds Run time of recently finished jobs.",
-        "# TYPE lorapod_job_duration_seconds summary",
-    ]
-    totals: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
-    for job_type, status, seconds in service.store.durations():
-        entry = totals[(job_type, status)]
-        entry[0] += 1
-        entry[1] += seconds
-    for (job_type, status), (count, total) in sorted(totals.items()):
-        labels = f'type="{job_type}",status="{status}"'
-        lines.append(f"lorapod_job_duration_seconds_count{{{labels}}} {int(count)}")
-        lines.append(f"lorapod_job_duration_seconds_sum{{{labels}}} {total:.3f}")
-    return "\n".join(lines) + "\n"
+    return Response(service.metrics.render(), media_type=PROMETHEUS_TYPE)

@@ -69,7 +69,9 @@ def get_job_logs(
         "- `progress`: step, total, percent, rate, ETA and loss (at most every half second);\n"
         "- `artifact`: a new checkpoint, sample or LoRA, with its download `url`;\n"
         '- `log`: `{"lines": [...]}`, new log lines, bar redraws collapsed;\n'
-        "- `end`: `{id, status, error}` once the job has finished; the stream then closes.\n\n"
+        "- `end`: `{id, status, error}` once the job has finished; the stream then closes;\n"
+        "- `shutdown`: `{id, status, reason}` when the server stops (SIGTERM); the stream then closes and the "
+        "job keeps running: reconnect to the next server with `Last-Event-ID`.\n\n"
         "Reconnect with the `Last-Event-ID` header (or `last_event_id` query) to resume: you get a fresh "
         "snapshot and the log from where you left it, no line twice. `curl -N` shows it live."
     ),
@@ -116,6 +118,7 @@ def job_events(
         view=lambda j: job_out(j, prefix),
         artifact_view=lambda j, a: artifact_out(j, a, prefix),
         cursor=EventCursor.parse(last_event_id or last_event_id_query),
+        stop=getattr(request.app.state, "draining", None),
     )
     return StreamingResponse(feed.events(), media_type="text/event-stream", headers=SSE_HEADERS)
 

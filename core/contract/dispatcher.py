@@ -154,6 +154,8 @@ async def _job(
         raise InvalidInput("wait", "must be true or false")
     should_wait = wait_field if wait_field is not None else (wait if wait is not None else True)
     request = parse(JOB_REQUEST_MODELS[kind], body)
+    if kind == "generate":  # the first generation after start waits for the environment check
+        await service.generation.settle()
     # Submitted on the loop, not in a thread: a cancel arriving now finds the job already created and reported.
     job = service.submit(request)
     if not should_wait:

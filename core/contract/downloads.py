@@ -53,8 +53,11 @@ def bulk_download(service: JobService, data: BulkDownloadInput) -> dict[str, Any
             refuse_private(workspace, workspace.resolve(data.directory, field="directory"), "directory")
         paths = resolve_many(workspace, data.file_paths, data.directory)
         prefix = "bundle"
-    archive = build_zip(workspace, paths, bundle_name=f"{prefix}-{bundle_key(paths)}")
-    out = chunk(service, workspace.relative(archive), data.offset, data.length)
+    name = f"{prefix}-{bundle_key(paths)}"
+    # Marked as read while built and read, so retention never removes it in between.
+    with service.bundles.reading(workspace.output / "bundles" / f"{name}.zip"):
+        archive = build_zip(workspace, paths, bundle_name=name)
+        out = chunk(service, workspace.relative(archive), data.offset, data.length)
     return {**out, "files": len(paths)}
 
 
@@ -65,8 +68,9 @@ def chunk_limit(service: JobService) -> int:
 
 def chunk(service: JobService, path: str, offset: int, length: int | None) -> dict[str, Any]:
     """One chunk of a workspace file in the contract's shape."""
-    chunk = read_chunk(service.workspace, path, offset=offset, length=length, max_length=chunk_limit(service))
-    return chunk_output(chunk)
+    with service.bundles.reading(service.workspace.root / path):  # a bundle read through download_file counts too
+        piece = read_chunk(service.workspace, path, offset=offset, length=length, max_length=chunk_limit(service))
+    return chunk_output(piece)
 
 
 def chunk_output(chunk: Chunk) -> dict[str, Any]:

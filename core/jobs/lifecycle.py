@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from core.jobs.rows import JobStatus, utcnow
+from core.jobs.rows import Job, JobStatus, utcnow
 from core.jobs.store import JobStore
 from core.storage.workspace import Workspace
 from gpu.artifacts import Artifact
@@ -37,6 +37,7 @@ class JobLifecycle:
         notify: Callable[[str], None],
         progress_interval: float,
         extra_artifacts: Callable[[], list[dict[str, object]]] | None = None,
+        on_first_progress: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.workspace = workspace
@@ -46,6 +47,7 @@ class JobLifecycle:
         self._last_progress_write = 0.0
         self._pending: Progress | None = None
         self._extra_artifacts = extra_artifacts or (lambda: [])
+        self._on_first_progress = on_first_progress
 
     def started(self, *, pid: int | None) -> None:
         """The job's process is alive."""
@@ -55,6 +57,9 @@ class JobLifecycle:
     def progress(self, progress: Progress) -> None:
         """Record progress, at most once per progress_interval (the rest is coalesced)."""
         now = time.monotonic()
+        if self._on_first_progress is not None:
+            first, self._on_first_progress = self._on_first_progress, None
+            first()
         self._pending = progress
         if now - self._last_progress_write < self._progress_interval:
             return
@@ -87,11 +92,12 @@ class JobLifecycle:
         self.store.update(self.job_id, artifacts=records)
         self._notify(self.job_id)
 
-    def finished(self, status: JobStatus, *, error: str | None = None, exit_code: int | None = None) -> None:
-        """The job ended: final status, error and exit code; progress flushed first."""
+    def finished(self, status: JobStatus, *, error: str | None = None, exit_code: int | None = None) -> Job | None:
+        """Record the end (progress flushed first); the job, or None when it had already ended (a cancel won)."""
         self.flush_progress()
         fields: dict[str, object] = {"status": status, "finished_at": utcnow(), "error": error, "exit_code": exit_code}
         if status == JobStatus.completed:
             fields["eta_seconds"] = 0.0
-        self.store.transition(self.job_id, from_statuses=[JobStatus.running, JobStatus.queued], **fields)
+        moved = self.store.transition(self.job_id, from_statuses=[JobStatus.running, JobStatus.queued], **fields)
         self._notify(self.job_id)
+        return self.store.find(self.job_id) if moved else None

@@ -9,6 +9,7 @@ from typing import Any
 from core.jobs.rows import Job, JobStatus, JobType, utcnow
 from core.jobs.scheduler import Scheduler
 from core.jobs.store import JobStore
+from core.metrics import ServiceMetrics
 from gpu.adopted import process_matches
 
 log = logging.getLogger("lorapod.recovery")
@@ -21,6 +22,7 @@ async def recover_jobs(
     scheduler: Scheduler,
     worker_id: str,
     current_artifacts: Callable[[Job], list[dict[str, Any]]],
+    metrics: ServiceMetrics,
 ) -> None:
     """Fail this worker's orphaned running jobs; adopt trainers that survived the restart."""
     for job in store.running_on(worker_id):
@@ -28,10 +30,11 @@ async def recover_jobs(
             slot = next((s for s in scheduler.slots if s.label == job.gpu and s.job_id is None), None)
             if slot is not None:
                 scheduler.adopt(job, slot)
-                log.info("adopted the running trainer of job %s (pid %s)", job.id, job.pid)
+                log.info("adopted the running trainer of job %s (pid %s)", job.id, job.pid, extra={"job_id": job.id})
                 continue
         store.update(job.id, artifacts=current_artifacts(job))
-        store.transition(
+        if store.transition(
             job.id, from_statuses=[JobStatus.running], status=JobStatus.failed, error=INTERRUPTED, finished_at=utcnow()
-        )
-        log.warning("job %s was running when the server stopped: marked failed", job.id)
+        ):
+            metrics.job_finished(job.type, JobStatus.failed, job.started_at)
+        log.warning("job %s was running when the server stopped: marked failed", job.id, extra={"job_id": job.id})

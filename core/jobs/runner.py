@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from core.jobs.artifacts import side_artifacts
-from core.jobs.executions import Execution, GenerationExecution, TrainerExecution, scan_training, subprocess_env
+from core.jobs.executions import (
+    Execution,
+    ExecutionResult,
+    GenerationExecution,
+    TrainerExecution,
+    scan_training,
+    subprocess_env,
+)
 from core.jobs.generation import generation_request
 from core.jobs.lifecycle import JobLifecycle
 from core.jobs.notify import Notifier
 from core.jobs.rows import Job, JobStatus, JobType
 from core.jobs.scheduler import Slot
 from core.jobs.store import JobStore
+from core.log_context import job_context
+from core.metrics import ServiceMetrics
 from core.settings import Settings
 from core.storage.workspace import Workspace, atomic_write_text
 from core.training.yaml_loader import dump_yaml
@@ -27,11 +37,14 @@ _SOURCE_ROOT = Path(__file__).resolve().parents[2]
 class JobRunner:
     """Runs jobs on slots (called by the scheduler on the service's loop) and reaches the ones running here."""
 
-    def __init__(self, *, settings: Settings, workspace: Workspace, store: JobStore, notifier: Notifier) -> None:
+    def __init__(
+        self, *, settings: Settings, workspace: Workspace, store: JobStore, notifier: Notifier, metrics: ServiceMetrics
+    ) -> None:
         self.settings = settings
         self.workspace = workspace
         self.store = store
         self.notifier = notifier
+        self.metrics = metrics
         self._executions: dict[str, Execution] = {}
 
     def stop(self, job_id: str) -> bool:
@@ -44,6 +57,7 @@ class JobRunner:
 
     async def run(self, job: Job, slot: Slot, adopted: bool = False) -> None:
         """Run one job on its slot to the end; any failure inside lorapod fails the job, never the server."""
+        began = time.monotonic()
         life = JobLifecycle(
             store=self.store,
             workspace=self.workspace,
@@ -51,8 +65,17 @@ class JobRunner:
             notify=self.notifier.notify,
             progress_interval=self.settings.progress_interval_seconds,
             extra_artifacts=lambda: side_artifacts(job, self.workspace),
+            # An adopted trainer started long before this process saw it: its first progress says nothing.
+            on_first_progress=None
+            if adopted
+            else lambda: self.metrics.first_progress.labels(job.type).observe(time.monotonic() - began),
         )
+        job_context.set(job.id)  # this task's log lines carry the job id
+        if not adopted:
+            self.metrics.job_started(job.type, job.created_at)
+        log.info("job %s %s on slot %s", job.id, "adopted" if adopted else "started", slot.label)
         self.notifier.notify(job.id)
+        result: ExecutionResult | None = None
         try:
             execution = (
                 TrainerExecution.adopt(job=job, settings=self.settings, workspace=self.workspace, life=life)
@@ -63,12 +86,18 @@ class JobRunner:
             result = await execution.run()
             if job.type == JobType.train:
                 life.artifacts(scan_training(job, self.workspace))
-            life.finished(result.status, error=result.error, exit_code=result.exit_code)
+            final = life.finished(result.status, error=result.error, exit_code=result.exit_code)
         except Exception as exc:
             log.exception("job %s failed inside lorapod", job.id)
-            life.finished(JobStatus.failed, error=f"internal error: {exc}")
+            final = life.finished(JobStatus.failed, error=f"internal error: {exc}")
         finally:
             self._executions.pop(job.id, None)
+        log.info("job %s ended: %s", job.id, final.status if final else "already ended")
+        self.metrics.run_ended(
+            job.type,
+            (final.status, final.started_at) if final else None,
+            (result.status, result.exit_code) if result else None,
+        )
 
     async def _prepare(self, job: Job, slot: Slot, life: JobLifecycle) -> Execution:
         if job.type == JobType.train:

@@ -16,8 +16,9 @@ from sqlalchemy.engine import Engine
 
 from core.db import make_engine, migrate
 from core.errors import Conflict, InvalidInput, Unavailable
-from core.health import health_report
+from core.health import health_report, install_scrape_gauges
 from core.jobs.artifacts import current_artifacts, find_artifact
+from core.jobs.executions import subprocess_env
 from core.jobs.generation import GenerateParams, build_generation_request, generation_config
 from core.jobs.notify import Notifier
 from core.jobs.recovery import recover_jobs
@@ -26,7 +27,10 @@ from core.jobs.rows import Job, JobStatus, JobType, new_job_id, utcnow
 from core.jobs.runner import JobRunner
 from core.jobs.scheduler import Scheduler, Slot
 from core.jobs.store import JobStore
+from core.metrics import ServiceMetrics
+from core.readiness import GenerationProbe
 from core.settings import Settings
+from core.storage.bundles import BundleKeeper
 from core.storage.datasets import DatasetStore
 from core.storage.workspace import Workspace
 from core.training.builder import TrainingPlan, build_training_config
@@ -35,6 +39,7 @@ from core.training.yaml_rewrite import parse_yaml_config
 from gpu.devices import detect_gpus, parse_gpu_list
 
 log = logging.getLogger("lorapod.jobs")
+_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class JobService:
@@ -53,7 +58,10 @@ class JobService:
             max_zip_entries=settings.max_zip_entries,
         )
         self.notifier = Notifier()
-        self.runner = JobRunner(settings=settings, workspace=self.workspace, store=self.store, notifier=self.notifier)
+        self.metrics = ServiceMetrics()
+        self.runner = JobRunner(
+            settings=settings, workspace=self.workspace, store=self.store, notifier=self.notifier, metrics=self.metrics
+        )
         try:
             gpus = parse_gpu_list(settings.gpus, detect_gpus() if not settings.gpus else [])
         except ValueError as exc:
@@ -63,6 +71,18 @@ class JobService:
             slots=[Slot(gpu=gpu) for gpu in gpus],
             worker_id=settings.worker_id,
             run_job=self.runner.run,
+        )
+        # Checked once, in the background, when the service starts: importing torch takes seconds.
+        self.generation = GenerationProbe(
+            settings.ai_toolkit_python, env=subprocess_env(settings, self.workspace), cwd=_REPO_ROOT
+        )
+        self.bundles = BundleKeeper(self.workspace, retention_seconds=settings.bundle_retention_seconds)
+        install_scrape_gauges(
+            metrics=self.metrics,
+            store=self.store,
+            scheduler=self.scheduler,
+            workspace_root=self.workspace.root,
+            generation=self.generation,
         )
         self._housekeeping: asyncio.Task[None] | None = None
         self.started = False
@@ -74,12 +94,14 @@ class JobService:
         if self.started:
             return
         migrate(self.engine)
+        self.generation.start()
         self.scheduler.attach(asyncio.get_running_loop())
         await recover_jobs(
             store=self.store,
             scheduler=self.scheduler,
             worker_id=self.settings.worker_id,
             current_artifacts=self.current_artifacts,
+            metrics=self.metrics,
         )
         self.started = True
         self._housekeeping = asyncio.create_task(self._housekeep(), name="lorapod-housekeeping")
@@ -102,6 +124,7 @@ class JobService:
                 for job_id in self.store.cancel_requested_on(self.settings.worker_id):
                     self.runner.stop(job_id)
                 self.scheduler.kick()
+                await asyncio.to_thread(self.bundles.prune)
             except Exception:
                 log.exception("housekeeping failed")
 
@@ -125,6 +148,7 @@ class JobService:
 
     def submit_generation(self, params: GenerateParams, *, idempotency_key: str | None = None) -> Job:
         """Queue a generation on the warm generator."""
+        self.generation.require()
         job_id = new_job_id(JobType.generate)
         request = build_generation_request(
             params, workspace=self.workspace, job_id=job_id, lora_for_job=self.final_lora_of
@@ -185,6 +209,7 @@ class JobService:
         if job.idempotency_key and (existing := self.store.by_idempotency_key(job.idempotency_key)):
             return existing
         stored = self.store.insert(job)
+        self.metrics.job_submitted(stored.type)
         self.notifier.notify(stored.id)
         self.scheduler.kick()
         return stored
@@ -243,6 +268,7 @@ class JobService:
             cancel_requested=True,
             error="cancelled before it started",
         ):
+            self.metrics.job_finished(job.type, JobStatus.cancelled, None)
             self.notifier.notify(job_id)
             return self.store.get(job_id)
         self.store.update(job_id, cancel_requested=True)
@@ -300,9 +326,14 @@ class JobService:
         return job
 
     def health(self) -> dict[str, Any]:
-        """The worker's health object (GPUs, slots, ai-toolkit, disk, database, queue)."""
+        """The worker's health object (GPUs, slots, ai-toolkit, generation, disk, bundles, database, queue)."""
         return health_report(
-            settings=self.settings, store=self.store, slots=self.scheduler.slots, workspace_root=self.workspace.root
+            settings=self.settings,
+            store=self.store,
+            slots=self.scheduler.slots,
+            workspace_root=self.workspace.root,
+            generation=self.generation,
+            bundles=self.bundles,
         )
 
     # -- artifacts -----------------------------------------------------------------------
