@@ -17,6 +17,7 @@ from core.db import make_engine, migrate
 from core.errors import Conflict, InvalidInput, Unavailable
 from core.health import health_report
 from core.jobs.artifacts import current_artifacts, find_artifact
+from core.jobs.cluster import PodLink
 from core.jobs.generation import GenerateParams, build_generation_request, generation_config
 from core.jobs.notify import Notifier
 from core.jobs.recovery import recover_jobs
@@ -62,6 +63,15 @@ class JobService:
             slots=[Slot(gpu=gpu) for gpu in gpus],
             worker_id=settings.worker_id,
             run_job=self.runner.run,
+            lease_seconds=settings.lease_seconds,
+        )
+        # leases and, on PostgreSQL, other pods' changes as they commit
+        self.pods = PodLink(
+            store=self.store,
+            scheduler=self.scheduler,
+            runner=self.runner,
+            notifier=self.notifier,
+            lease_seconds=settings.lease_seconds,
         )
         self._housekeeping: asyncio.Task[None] | None = None
         self.started = False
@@ -81,6 +91,7 @@ class JobService:
             current_artifacts=self.current_artifacts,
         )
         self.started = True
+        await self.pods.start()
         self._housekeeping = asyncio.create_task(self._housekeep(), name="lorapod-housekeeping")
         self.scheduler.kick()
 
@@ -90,6 +101,7 @@ class JobService:
             self._housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeping
+        await self.pods.close()
         await self.scheduler.shutdown()
         self.started = False
 

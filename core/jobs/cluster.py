@@ -1,0 +1,71 @@
+"""What ties pods sharing one database together: leases, and wake-ups from the jobs channel."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from core.db import is_postgres
+from core.db_listen import JobChannelListener
+from core.jobs.leases import LeaseKeeper
+from core.jobs.notify import Notifier
+from core.jobs.runner import JobRunner
+from core.jobs.scheduler import Scheduler
+from core.jobs.store import JobStore
+
+log = logging.getLogger("lorapod.cluster")
+
+
+class PodLink:
+    """Runs the lease keeper, and on PostgreSQL listens for other pods' changes (SQLite: one pod, no channel)."""
+
+    def __init__(
+        self, *, store: JobStore, scheduler: Scheduler, runner: JobRunner, notifier: Notifier, lease_seconds: float
+    ) -> None:
+        self.store = store
+        self.scheduler = scheduler
+        self.runner = runner
+        self.notifier = notifier
+        self.leases = LeaseKeeper(
+            store=store,
+            worker_id=scheduler.worker_id,
+            lease_seconds=lease_seconds,
+            running_here=runner.running_ids,
+            stop_here=runner.stop,
+        )
+        self._task: asyncio.Task[None] | None = None
+        self._listener: JobChannelListener | None = None
+
+    async def start(self) -> None:
+        """Start renewing leases and, on PostgreSQL, listening on the jobs channel."""
+        if is_postgres(self.store.engine):
+            self._listener = JobChannelListener(self.store.engine, self.on_payload, on_reconnect=self.look_again)
+            await asyncio.to_thread(self._listener.start)
+        self._task = asyncio.create_task(self.leases.run(), name="lorapod-leases")
+
+    async def close(self) -> None:
+        """Stop renewing and listening; running trainers keep going (their leases lapse unless adopted)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._listener is not None:
+            await asyncio.to_thread(self._listener.stop)
+            self._listener = None
+
+    def on_payload(self, payload: str) -> None:
+        """One change announced by a pod (this one included): '<job id> <queued|cancel|changed|deleted>'."""
+        job_id, _, kind = payload.partition(" ")
+        self.notifier.notify(job_id)  # waiters here (SSE, /status, runsync) see other pods' progress at once
+        if kind == "queued":
+            self.scheduler.kick()
+        elif kind == "cancel":
+            self.runner.stop(job_id)  # a no-op unless the job runs on this pod
+
+    def look_again(self) -> None:
+        """After a lost connection: claim what was queued and honour cancels sent meanwhile."""
+        for job_id in self.store.cancel_requested_on(self.scheduler.worker_id):
+            self.runner.stop(job_id)
+        self.scheduler.kick()
