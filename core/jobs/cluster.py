@@ -8,11 +8,13 @@ import logging
 
 from core.db import is_postgres
 from core.db_listen import JobChannelListener
+from core.jobs.artifacts import remove_job_files
 from core.jobs.leases import LeaseKeeper
 from core.jobs.notify import Notifier
 from core.jobs.runner import JobRunner
 from core.jobs.scheduler import Scheduler
 from core.jobs.store import JobStore
+from core.storage.workspace import Workspace
 
 log = logging.getLogger("lorapod.cluster")
 
@@ -21,9 +23,17 @@ class PodLink:
     """Runs the lease keeper, and on PostgreSQL listens for other pods' changes (SQLite: one pod, no channel)."""
 
     def __init__(
-        self, *, store: JobStore, scheduler: Scheduler, runner: JobRunner, notifier: Notifier, lease_seconds: float
+        self,
+        *,
+        store: JobStore,
+        scheduler: Scheduler,
+        runner: JobRunner,
+        notifier: Notifier,
+        workspace: Workspace,
+        lease_seconds: float,
     ) -> None:
         self.store = store
+        self.workspace = workspace
         self.scheduler = scheduler
         self.runner = runner
         self.notifier = notifier
@@ -56,13 +66,20 @@ class PodLink:
             self._listener = None
 
     def on_payload(self, payload: str) -> None:
-        """One change announced by a pod (this one included): '<job id> <queued|cancel|changed|deleted>'."""
-        job_id, _, kind = payload.partition(" ")
+        """One change announced by a pod (this one included): '<job id> <queued|cancel|changed|deleted|purge>'."""
+        job_id, _, rest = payload.partition(" ")
+        kind, *args = rest.split(" ")
         self.notifier.notify(job_id)  # waiters here (SSE, /status, runsync) see other pods' progress at once
         if kind == "queued":
             self.scheduler.kick()
         elif kind == "cancel":
             self.runner.stop(job_id)  # a no-op unless the job runs on this pod
+        elif kind == "purge" and args and args[0] == self.scheduler.worker_id:
+            # a job this pod ran was deleted with its files on another pod; the files are here
+            try:
+                remove_job_files(self.workspace, job_id, args[1:])
+            except Exception:
+                log.exception("could not delete the files of job %s", job_id)
 
     def look_again(self) -> None:
         """After a lost connection: claim what was queued and honour cancels sent meanwhile."""

@@ -228,13 +228,14 @@ class JobStore:
             rows = session.exec(stmt).all()
         return [(t, s, (f - b).total_seconds()) for t, s, b, f in rows if b and f]
 
-    def delete(self, job_id: str) -> None:
-        """Remove one job's row."""
+    def delete(self, job_id: str, *, purge_on: str | None = None, paths: Sequence[str] = ()) -> None:
+        """Remove one job's row; with purge_on, that pod is asked to delete the job's files (paths) too."""
         with session_scope(self.engine) as session:
             job = session.get(Job, job_id)
             if job is not None:
                 session.delete(job)
-                announce(session, f"{job_id} deleted")
+                kind = f"purge {purge_on} {' '.join(paths)}" if purge_on else "deleted"
+                announce(session, f"{job_id} {kind}")
 
 
 def encode_cursor(job: Job) -> str:
