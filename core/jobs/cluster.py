@@ -9,7 +9,7 @@ import logging
 from core.db import is_postgres
 from core.db_listen import JobChannelListener
 from core.jobs.artifacts import remove_job_files
-from core.jobs.leases import LeaseKeeper
+from core.jobs.leases import LeaseKeeper, stop_lost_trainers
 from core.jobs.notify import Notifier
 from core.jobs.runner import JobRunner
 from core.jobs.scheduler import Scheduler
@@ -31,8 +31,10 @@ class PodLink:
         notifier: Notifier,
         workspace: Workspace,
         lease_seconds: float,
+        stop_grace: float = 60.0,
     ) -> None:
         self.store = store
+        self.stop_grace = stop_grace
         self.workspace = workspace
         self.scheduler = scheduler
         self.runner = runner
@@ -49,6 +51,8 @@ class PodLink:
 
     async def start(self) -> None:
         """Start renewing leases and, on PostgreSQL, listening on the jobs channel."""
+        adopted = {int(job.pid) for job in self.store.running_on(self.scheduler.worker_id) if job.pid}
+        stop_lost_trainers(self.store, self.scheduler.worker_id, keep_pids=adopted, grace=self.stop_grace)
         if is_postgres(self.store.engine):
             self._listener = JobChannelListener(self.store.engine, self.on_payload, on_reconnect=self.look_again)
             await asyncio.to_thread(self._listener.start)

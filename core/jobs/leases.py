@@ -7,15 +7,22 @@ pod does): a job whose trainer never started goes back to the queue, any other f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import signal
+import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from core.jobs.rows import Job, JobStatus, utcnow
 from core.jobs.store import JobStore
+from gpu.adopted import process_matches
 
 log = logging.getLogger("lorapod.leases")
 WORKER_LOST = "worker lost"
+# How far back a restarting pod looks for its jobs that other pods declared lost.
+_LOST_LOOKBACK = timedelta(days=2)
 
 
 def renew_interval(lease_seconds: float) -> float:
@@ -88,3 +95,31 @@ class LeaseKeeper:
         if taken or (job.status != JobStatus.running and (job.error or "").startswith(WORKER_LOST)):
             log.warning("job %s was taken over by another pod; stopping it here", job_id)
             self._stop_here(job_id)
+
+
+def stop_lost_trainers(store: JobStore, worker_id: str, *, keep_pids: set[int], grace: float) -> list[int]:
+    """At start-up: stop trainers still alive on this machine whose jobs other pods failed as lost; their pids.
+
+    The job's record is final, so the trainer would only hold the GPU; SIGINT first (ai-toolkit's stop
+    path), SIGKILL to its group after grace seconds, from a timer thread so start-up does not wait."""
+    stopped = []
+    for job in store.lost_on(worker_id, utcnow() - _LOST_LOOKBACK, WORKER_LOST):
+        pid = int(job.pid or 0)
+        if pid in keep_pids or not process_matches(pid, "run.py"):
+            continue
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGINT)
+            stopped.append(pid)
+            log.warning("job %s was declared lost while this pod was away; stopping its trainer (pid %s)", job.id, pid)
+    if stopped:
+        timer = threading.Timer(grace, _kill_groups, args=(stopped,))
+        timer.daemon = True
+        timer.start()
+    return stopped
+
+
+def _kill_groups(pids: list[int]) -> None:
+    for pid in pids:
+        if process_matches(pid, "run.py"):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)

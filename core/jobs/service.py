@@ -78,6 +78,7 @@ class JobService:
             notifier=self.notifier,
             workspace=self.workspace,
             lease_seconds=settings.lease_seconds,
+            stop_grace=settings.stop_grace_seconds,
         )
         self._housekeeping: asyncio.Task[None] | None = None
         self.started = False

@@ -145,6 +145,18 @@ class JobStore:
             )
             return list(session.exec(stmt).all())
 
+    def lost_on(self, worker_id: str, since: datetime, error_prefix: str) -> list[Job]:
+        """This worker's jobs another pod failed with error_prefix after since (their trainers may live on)."""
+        with Session(self.engine) as session:
+            stmt = select(Job).where(
+                col(Job.worker_id) == worker_id,
+                col(Job.status).in_([JobStatus.failed, JobStatus.cancelled]),
+                col(Job.error).startswith(error_prefix),
+                col(Job.pid).is_not(None),
+                col(Job.finished_at) > since,
+            )
+            return list(session.exec(stmt).all())
+
     def take_over(self, job_id: str, now: datetime, **fields: Any) -> bool:
         """Set fields on a running job only while its lease is still expired; True for the one pod that did."""
         fields.setdefault("updated_at", utcnow())
