@@ -1,5 +1,6 @@
 """Pods share the database, not their disks: the record names the pod holding a job's files, downloads on
-another pod answer a clear error naming it, and a delete with files reaches the pod that has them."""
+another pod answer a clear error naming it, a delete with files reaches the pod that has them, and one
+pod's changes wake waiters on the others."""
 
 from __future__ import annotations
 
@@ -120,3 +121,14 @@ async def test_delete_with_files_on_another_pod_removes_them_there(two_pods: tup
         await asyncio.sleep(0.05)
     assert not folder.exists() and not log.exists()
     assert b.store.find(JOB_ID) is None
+
+
+async def test_another_pods_change_wakes_waiters_here(two_pods: tuple[JobService, JobService]) -> None:
+    a, b = two_pods
+    ran_on_pod_b(a)
+    # nothing on pod-b writes this job: only pod-a's announcement can wake the waiter before its timeout
+    waiter = asyncio.create_task(b.notifier.wait(JOB_ID, timeout=30))
+    await asyncio.sleep(0.2)
+    a.store.update(JOB_ID, step=5)
+    assert await waiter is True
+    assert b.get(JOB_ID).step == 5
