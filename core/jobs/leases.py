@@ -30,6 +30,12 @@ def renew_interval(lease_seconds: float) -> float:
     return max(0.1, lease_seconds / 3)
 
 
+def lease_deadline(now: datetime, lease_seconds: float) -> datetime:
+    """When a lease taken or renewed now runs out: early enough that, with one sweep per renew_interval,
+    a dead pod's jobs are taken over at most lease_seconds after its last renewal (one renewal may be late)."""
+    return now + timedelta(seconds=lease_seconds - renew_interval(lease_seconds))
+
+
 def never_started(job: Job) -> bool:
     """True when the job's process never ran (no pid, no step): running it again elsewhere is safe."""
     return job.pid is None and not job.step
@@ -65,7 +71,7 @@ class LeaseKeeper:
     def tick(self, now: datetime | None = None) -> list[str]:
         """One round: renew this worker's leases, stop what it lost, take over expired jobs; ids taken over."""
         now = now or utcnow()
-        renewed = set(self.store.renew_leases(self.worker_id, now + timedelta(seconds=self.lease_seconds)))
+        renewed = set(self.store.renew_leases(self.worker_id, lease_deadline(now, self.lease_seconds)))
         for job_id in self._running_here():
             if job_id not in renewed:
                 self._drop_if_lost(job_id)

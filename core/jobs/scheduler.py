@@ -8,8 +8,8 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
 
+from core.jobs.leases import lease_deadline
 from core.jobs.rows import Job, JobType, utcnow
 from core.jobs.store import JobStore
 from gpu.generation import WarmGenerator
@@ -93,7 +93,7 @@ class Scheduler:
                 return slot.label
 
             # The claim is exclusive across every worker sharing the database (see JobStore.claim).
-            lease_until = utcnow() + timedelta(seconds=self.lease_seconds)
+            lease_until = lease_deadline(utcnow(), self.lease_seconds)
             for job in self.store.claim(worker_id=self.worker_id, limit=len(free), lease_until=lease_until, pick=pick):
                 self._start(job, picked[job.id], adopted=False)
 
