@@ -49,7 +49,7 @@ COPY gpu ./gpu
 # Editable, so tracebacks point at /app; the migrations ship inside core/ and install either way.
 RUN python3.12 -m venv /opt/lorapod \
     && /opt/lorapod/bin/pip install --upgrade pip \
-    && /opt/lorapod/bin/pip install -e /app \
+    && /opt/lorapod/bin/pip install -e "/app[postgres]" \
     && /opt/lorapod/bin/python -c "import app.handler, app.main"
 
 # ----- app: the runtime with both venvs and the source

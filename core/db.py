@@ -8,11 +8,49 @@ from pathlib import Path
 from typing import Any, cast
 
 from sqlalchemy import event, text
-from sqlalchemy.engine import CursorResult, Engine, Result
+from sqlalchemy.engine import URL, Connection, CursorResult, Engine, Result, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlmodel import Session, create_engine
+
+from core.errors import InvalidInput
 
 # The migrations ship inside the package, so a non-editable install migrates from any folder.
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# Any constant shared by every lorapod: concurrent start-ups queue on it and migrate one after another.
+MIGRATION_LOCK_ID = 0x6C6F7261706F64  # "lorapod"
+# The channel pods announce job changes on (PostgreSQL LISTEN/NOTIFY).
+JOBS_CHANNEL = "lorapod_jobs"
+
+
+def database_url(raw: str) -> URL:
+    """The SQLAlchemy URL for raw; PostgreSQL always through psycopg 3 (the `postgres` extra)."""
+    try:
+        url = make_url(raw)
+    except ArgumentError as exc:
+        raise InvalidInput("LORAPOD_DATABASE_URL", "is not a database URL (e.g. postgresql+psycopg://...)") from exc
+    if url.drivername in ("postgresql", "postgres"):
+        # Plain postgresql:// would mean psycopg2, which lorapod does not ship.
+        url = url.set(drivername="postgresql+psycopg")
+    if url.drivername.startswith("postgresql") and url.drivername != "postgresql+psycopg":
+        raise InvalidInput("LORAPOD_DATABASE_URL", "PostgreSQL is supported through psycopg 3: postgresql+psycopg://")
+    if url.drivername == "postgresql+psycopg":
+        try:
+            import psycopg  # noqa: F401
+        except ImportError as exc:
+            raise InvalidInput(
+                "LORAPOD_DATABASE_URL", "PostgreSQL needs its driver: pip install 'lorapod[postgres]'"
+            ) from exc
+    return url
+
+
+def is_postgres(engine: Engine | Connection) -> bool:
+    """True when engine talks to PostgreSQL (several pods may share it)."""
+    return engine.dialect.name == "postgresql"
+
+
+def safe_url(engine: Engine) -> str:
+    """The engine's URL with its password masked, the only form that may be logged."""
+    return engine.url.render_as_string(hide_password=True)
 
 
 def make_engine(url: str) -> Engine:
@@ -21,7 +59,8 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # Progress writers, SSE readers and the lease keeper share the pool; the default 5+10 is tight.
+    return create_engine(database_url(url), pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
@@ -55,6 +94,10 @@ def migrate(engine: Engine) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     with engine.begin() as connection:
+        if is_postgres(connection):
+            # Held to the end of this transaction: a second pod starting now waits here, then finds
+            # the schema at head and has nothing to do (PostgreSQL's DDL is transactional).
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_ID})
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 
@@ -62,6 +105,13 @@ def migrate(engine: Engine) -> None:
 def rows_changed(result: Result[Any]) -> int:
     """How many rows an UPDATE or DELETE touched (SQLModel types every result as a plain Result)."""
     return cast(CursorResult[Any], result).rowcount
+
+
+def announce(connection: Connection | Session, payload: str) -> None:
+    """Tell every pod listening on the jobs channel, when this transaction commits (PostgreSQL only)."""
+    bind = connection.get_bind() if isinstance(connection, Session) else connection
+    if is_postgres(bind):
+        connection.execute(text("SELECT pg_notify(:channel, :payload)"), {"channel": JOBS_CHANNEL, "payload": payload})
 
 
 def ping(engine: Engine) -> bool:

@@ -47,6 +47,18 @@ class Conflict(LorapodError):
     status_code = 409
 
 
+class OutputsElsewhere(Conflict):
+    """A job's files are on the disk of the pod that ran it, not on this one (pods share only the database)."""
+
+    def __init__(self, job_id: str, pod: str) -> None:
+        super().__init__(
+            f"job '{job_id}' ran on pod '{pod}' and its outputs are on that pod's disk; download them from "
+            f"pod '{pod}' (pods share the database, not their files)",
+            field="process_id",
+        )
+        self.pod = pod
+
+
 class TooLarge(LorapodError):
     """A body, file or archive over the configured limits."""
 

@@ -40,6 +40,11 @@ class Settings(BaseSettings):
         default_factory=socket.gethostname,
         description="This server's name in the process table; restart recovery only touches its own jobs.",
     )
+    lease_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="A running job's lease: a pod that stops renewing it this long is taken as lost.",
+    )
     host: str = Field("127.0.0.1", description="Address the REST server binds to.")
     port: int = Field(8000, description="Port the REST server binds to.")
     stop_grace_seconds: float = Field(60.0, description="Seconds between SIGINT and SIGKILL on cancel.")

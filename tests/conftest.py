@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from core.settings import Settings
-from tests.helpers import LiveServer, make_settings, running_app
+from tests.helpers import LiveServer, fresh_postgres, make_settings, running_app
 
 
 @pytest.fixture(autouse=True)
@@ -39,6 +39,16 @@ async def service(settings: Settings) -> AsyncIterator[object]:
         yield svc
     finally:
         await svc.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """Each engine lorapod supports: None (the SQLite file in the workspace) or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield None
+        return
+    with fresh_postgres() as url:
+        yield url
 
 
 @pytest.fixture

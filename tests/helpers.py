@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import secrets
 import socket
 import sys
 import threading
@@ -14,11 +16,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from core.settings import Settings
 from core.training.params import TrainParams
 
+# Set by .ci/run, which starts a real PostgreSQL; locally those tests skip unless it is set.
+POSTGRES_URL_ENV = "LORAPOD_TEST_POSTGRES_URL"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FAKE_TOOLKIT_DIR = REPO_ROOT / "tests" / "fakes" / "ai_toolkit"
 
@@ -131,3 +136,35 @@ def train_params(**overrides: object) -> TrainParams:
     }
     values.update(overrides)
     return TrainParams.model_validate(values)
+
+
+def postgres_admin_url() -> str:
+    """The test PostgreSQL's URL; skips the test when there is none (fails instead when CI requires one)."""
+    url = os.environ.get(POSTGRES_URL_ENV)
+    if url:
+        return url
+    if os.environ.get("LORAPOD_REQUIRE_POSTGRES") == "1":
+        pytest.fail(f"{POSTGRES_URL_ENV} is unset but LORAPOD_REQUIRE_POSTGRES=1 (.ci/run starts PostgreSQL)")
+    pytest.skip(f"{POSTGRES_URL_ENV} is unset: no PostgreSQL to test against (.ci/run starts one)")
+
+
+@contextmanager
+def fresh_postgres() -> Iterator[str]:
+    """A new, empty database on the test PostgreSQL for one test, dropped afterwards; yields its URL."""
+    from sqlalchemy import create_engine, text
+
+    from core.db import database_url
+
+    admin_url = database_url(postgres_admin_url())
+    name = f"lorapod_t_{secrets.token_hex(6)}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield admin_url.set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as connection:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()

@@ -44,6 +44,7 @@ def job_view(job: Job) -> dict[str, Any]:
         "exit_code": job.exit_code,
         "gpu": job.gpu,
         "worker_id": job.worker_id,
+        "outputs_on": job.worker_id,  # the pod whose disk holds the job's files (downloads go there)
         "cancel_requested": job.cancel_requested,
         "created_at": iso(job.created_at),
         "started_at": iso(job.started_at),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 from typing import Any
 
+from core.errors import OutputsElsewhere
 from core.jobs.executions import scan_generated, scan_training
 from core.jobs.lifecycle import artifact_record
 from core.jobs.rows import Job, JobType
@@ -39,3 +41,30 @@ def current_artifacts(job: Job, workspace: Workspace) -> list[dict[str, Any]]:
 def find_artifact(job: Job, name: str, workspace: Workspace) -> dict[str, Any] | None:
     """The job's artifact of this name as on disk now, if there is one."""
     return next((a for a in current_artifacts(job, workspace) if a.get("name") == name), None)
+
+
+def require_outputs_here(job: Job, workspace: Workspace, worker_id: str) -> None:
+    """OutputsElsewhere when another pod ran the job and its output folder is not on this disk.
+
+    Pods sharing a volume see each other's folders, so only the folder's absence counts."""
+    if outputs_elsewhere(job, workspace, worker_id):
+        raise OutputsElsewhere(job.id, str(job.worker_id))
+
+
+def outputs_elsewhere(job: Job, workspace: Workspace, worker_id: str) -> bool:
+    """True when another pod ran the job and its output folder is not on this disk."""
+    if not job.worker_id or job.worker_id == worker_id or not job.output_dir:
+        return False
+    return not (workspace.root / job.output_dir).exists()
+
+
+def remove_job_files(workspace: Workspace, job_id: str, relative_paths: list[str]) -> None:
+    """Delete a job's output folder and log; paths outside the workspace or not named after the job are skipped."""
+    for rel in relative_paths:
+        target = workspace.resolve(rel)
+        if job_id not in target.name:  # only ever the job's own folder and log
+            continue
+        if target.is_dir():
+            shutil.rmtree(target, ignore_errors=True)
+        elif target.exists():
+            target.unlink()

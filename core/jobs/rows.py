@@ -75,6 +75,8 @@ class Job(SQLModel, table=True):
     output_dir: str | None = Field(default=None, max_length=1024)
     artifacts: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     cancel_requested: bool = False
+    # Renewed by the pod running the job; once past, any pod may fail (or requeue) it as "worker lost".
+    lease_expires_at: datetime | None = None
     idempotency_key: str | None = Field(default=None, max_length=256, unique=True)
 
     @property

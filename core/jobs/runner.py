@@ -55,6 +55,10 @@ class JobRunner:
         execution.stop()
         return True
 
+    def running_ids(self) -> list[str]:
+        """Ids of the jobs running on this server now."""
+        return list(self._executions)
+
     async def run(self, job: Job, slot: Slot, adopted: bool = False) -> None:
         """Run one job on its slot to the end; any failure inside lorapod fails the job, never the server."""
         began = time.monotonic()

@@ -9,7 +9,8 @@ import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from core.jobs.rows import Job, JobStatus, JobType, utcnow
+from core.jobs.leases import lease_deadline
+from core.jobs.rows import Job, JobType, utcnow
 from core.jobs.store import JobStore
 from gpu.generation import WarmGenerator
 from gpu.loop import call_soon
@@ -42,10 +43,13 @@ Runner = Callable[[Job, Slot, bool], Awaitable[None]]
 class Scheduler:
     """Claims queued jobs in FIFO order onto free slots and runs them on the service's event loop."""
 
-    def __init__(self, *, store: JobStore, slots: list[Slot], worker_id: str, run_job: Runner) -> None:
+    def __init__(
+        self, *, store: JobStore, slots: list[Slot], worker_id: str, run_job: Runner, lease_seconds: float = 30.0
+    ) -> None:
         self.store = store
         self.slots = slots
         self.worker_id = worker_id
+        self.lease_seconds = lease_seconds
         self._run_job = run_job
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -71,22 +75,18 @@ class Scheduler:
             free = [slot for slot in self.slots if slot.job_id is None]
             if not free:
                 return
-            for job in self.store.queued(limit=len(free) * 4 + 8):
-                if not free:
-                    break
+            picked: dict[str, Slot] = {}
+
+            def pick(job: Job) -> str:
                 slot = self._pick_slot(job, free)
-                claimed = self.store.transition(
-                    job.id,
-                    from_statuses=[JobStatus.queued],
-                    status=JobStatus.running,
-                    started_at=utcnow(),
-                    gpu=slot.label,
-                    worker_id=self.worker_id,
-                )
-                if not claimed:  # another worker sharing the database took it
-                    continue
                 free.remove(slot)
-                self._start(job, slot, adopted=False)
+                picked[job.id] = slot
+                return slot.label
+
+            # The claim is exclusive across every worker sharing the database (see JobStore.claim).
+            lease_until = lease_deadline(utcnow(), self.lease_seconds)
+            for job in self.store.claim(worker_id=self.worker_id, limit=len(free), lease_until=lease_until, pick=pick):
+                self._start(job, picked[job.id], adopted=False)
 
     def adopt(self, job: Job, slot: Slot) -> None:
         """Watch a trainer a previous server run started, on the slot it holds."""

@@ -6,7 +6,6 @@ import asyncio
 import builtins
 import contextlib
 import logging
-import shutil
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -17,7 +16,14 @@ from sqlalchemy.engine import Engine
 from core.db import make_engine, migrate
 from core.errors import Conflict, InvalidInput, Unavailable
 from core.health import health_report, install_scrape_gauges
-from core.jobs.artifacts import current_artifacts, find_artifact
+from core.jobs.artifacts import (
+    current_artifacts,
+    find_artifact,
+    outputs_elsewhere,
+    remove_job_files,
+    require_outputs_here,
+)
+from core.jobs.cluster import PodLink
 from core.jobs.executions import subprocess_env
 from core.jobs.generation import GenerateParams, build_generation_request, generation_config
 from core.jobs.notify import Notifier
@@ -71,6 +77,17 @@ class JobService:
             slots=[Slot(gpu=gpu) for gpu in gpus],
             worker_id=settings.worker_id,
             run_job=self.runner.run,
+            lease_seconds=settings.lease_seconds,
+        )
+        # leases and, on PostgreSQL, other pods' changes as they commit
+        self.pods = PodLink(
+            store=self.store,
+            scheduler=self.scheduler,
+            runner=self.runner,
+            notifier=self.notifier,
+            workspace=self.workspace,
+            lease_seconds=settings.lease_seconds,
+            stop_grace=settings.stop_grace_seconds,
         )
         # Checked once, in the background, when the service starts: importing torch takes seconds.
         self.generation = GenerationProbe(
@@ -104,6 +121,7 @@ class JobService:
             metrics=self.metrics,
         )
         self.started = True
+        await self.pods.start()
         self._housekeeping = asyncio.create_task(self._housekeep(), name="lorapod-housekeeping")
         self.scheduler.kick()
 
@@ -113,6 +131,7 @@ class JobService:
             self._housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeping
+        await self.pods.close()
         await self.scheduler.shutdown()
         self.started = False
 
@@ -281,16 +300,14 @@ class JobService:
         job = self.store.get(job_id)
         if not job.terminal:
             raise Conflict(f"job '{job_id}' is {job.status}; cancel it before deleting", field="process_id")
-        if files:
-            for rel in (job.output_dir, job.log_path):
-                if not rel:
-                    continue
-                target = self.workspace.resolve(rel)
-                if target.is_dir():
-                    shutil.rmtree(target, ignore_errors=True)
-                elif target.exists():
-                    target.unlink()
-        self.store.delete(job_id)
+        paths = [rel for rel in (job.output_dir, job.log_path) if rel]
+        if files and outputs_elsewhere(job, self.workspace, self.settings.worker_id):
+            # The pod that ran it holds the files: it deletes them when it hears of this (PostgreSQL).
+            self.store.delete(job_id, purge_on=job.worker_id, paths=paths)
+        else:
+            if files:
+                remove_job_files(self.workspace, job_id, paths)
+            self.store.delete(job_id)
         self.notifier.notify(job_id)
 
     # -- waiting -------------------------------------------------------------------------
@@ -339,11 +356,13 @@ class JobService:
     # -- artifacts -----------------------------------------------------------------------
 
     def find_artifact(self, job: Job, name: str) -> dict[str, Any] | None:
-        """The job's artifact of this name as on disk now, if there is one."""
+        """The job's artifact of this name as on disk now, if there is one (OutputsElsewhere: another pod's)."""
+        require_outputs_here(job, self.workspace, self.settings.worker_id)
         return find_artifact(job, name, self.workspace)
 
     def current_artifacts(self, job: Job) -> builtins.list[dict[str, Any]]:
-        """A job's artifacts as on disk now (used after restarts and for finished jobs)."""
+        """A job's artifacts as on disk now (OutputsElsewhere when they are on another pod's disk)."""
+        require_outputs_here(job, self.workspace, self.settings.worker_id)
         return current_artifacts(job, self.workspace)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -13,9 +13,18 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
-from core.db import rows_changed, session_scope
+from core.db import announce, is_postgres, rows_changed, session_scope
 from core.errors import InvalidInput, NotFound
 from core.jobs.rows import Job, JobStatus, utcnow
+
+
+def change_kind(fields: dict[str, Any]) -> str:
+    """What a write means to other pods: a job to claim, a cancel to honour, or just news."""
+    if fields.get("status") == JobStatus.queued:
+        return "queued"
+    if fields.get("cancel_requested") and "status" not in fields:
+        return "cancel"
+    return "changed"
 
 
 class JobStore:
@@ -29,6 +38,7 @@ class JobStore:
         try:
             with session_scope(self.engine) as session:
                 session.add(job)
+                announce(session, f"{job.id} {change_kind({'status': job.status})}")
             return job
         except IntegrityError:
             if job.idempotency_key:
@@ -60,6 +70,7 @@ class JobStore:
         fields.setdefault("updated_at", utcnow())
         with session_scope(self.engine) as session:
             session.execute(update(Job).where(col(Job.id) == job_id).values(**fields))
+            announce(session, f"{job_id} {change_kind(fields)}")
 
     def transition(self, job_id: str, *, from_statuses: Sequence[str], **fields: Any) -> bool:
         """Set fields only if the job is in one of from_statuses; True when it was (atomic claim)."""
@@ -68,6 +79,95 @@ class JobStore:
             result = session.execute(
                 update(Job).where(col(Job.id) == job_id, col(Job.status).in_(list(from_statuses))).values(**fields)
             )
+            if rows_changed(result):
+                announce(session, f"{job_id} {change_kind(fields)}")
+            return bool(rows_changed(result))
+
+    def claim(self, *, worker_id: str, limit: int, lease_until: datetime, pick: Callable[[Job], str]) -> list[Job]:
+        """Take up to limit queued jobs, oldest first, for this worker; pick(job) names each one's slot.
+
+        On PostgreSQL the rows are locked with FOR UPDATE SKIP LOCKED in one short transaction, so pods
+        asking at once take different jobs and none waits on another; on SQLite (one writer at a time) a
+        conditional update per job keeps each claim exclusive."""
+        if limit <= 0:
+            return []
+        now = utcnow()
+        if is_postgres(self.engine):
+            with session_scope(self.engine) as session:
+                stmt = (
+                    select(Job)
+                    .where(Job.status == JobStatus.queued)
+                    .order_by(col(Job.created_at), col(Job.id))
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
+                jobs = list(session.exec(stmt).all())
+                for job in jobs:
+                    job.gpu = pick(job)
+                    job.status = JobStatus.running
+                    job.worker_id, job.lease_expires_at = worker_id, lease_until
+                    job.started_at = job.updated_at = now
+                    announce(session, f"{job.id} changed")
+            return jobs
+        claimed: list[Job] = []
+        for job in self.queued(limit=limit * 4 + 8):
+            if len(claimed) == limit:
+                break
+            fields: dict[str, Any] = {
+                "status": JobStatus.running,
+                "started_at": now,
+                "worker_id": worker_id,
+                "lease_expires_at": lease_until,
+            }
+            if self.transition(job.id, from_statuses=[JobStatus.queued], gpu=pick(job), **fields):
+                claimed.append(self.get(job.id))
+        return claimed
+
+    def renew_leases(self, worker_id: str, until: datetime) -> list[str]:
+        """Extend the lease of every job running on this worker; the ids renewed."""
+        with session_scope(self.engine) as session:
+            # updated_at stays: a renewal is no news to the job's watchers.
+            result = session.execute(
+                update(Job)
+                .where(col(Job.status) == JobStatus.running, col(Job.worker_id) == worker_id)
+                .values(lease_expires_at=until)
+                .returning(col(Job.id))
+            )
+            return [row[0] for row in result.all()]
+
+    def expired_leases(self, now: datetime, *, other_than: str) -> list[Job]:
+        """Running jobs of other workers whose lease ran out before now."""
+        with Session(self.engine) as session:
+            stmt = select(Job).where(
+                Job.status == JobStatus.running,
+                col(Job.worker_id) != other_than,
+                col(Job.lease_expires_at) < now,
+            )
+            return list(session.exec(stmt).all())
+
+    def lost_on(self, worker_id: str, since: datetime, error_prefix: str) -> list[Job]:
+        """This worker's jobs another pod failed with error_prefix after since (their trainers may live on)."""
+        with Session(self.engine) as session:
+            stmt = select(Job).where(
+                col(Job.worker_id) == worker_id,
+                col(Job.status).in_([JobStatus.failed, JobStatus.cancelled]),
+                col(Job.error).startswith(error_prefix),
+                col(Job.pid).is_not(None),
+                col(Job.finished_at) > since,
+            )
+            return list(session.exec(stmt).all())
+
+    def take_over(self, job_id: str, now: datetime, **fields: Any) -> bool:
+        """Set fields on a running job only while its lease is still expired; True for the one pod that did."""
+        fields.setdefault("updated_at", utcnow())
+        with session_scope(self.engine) as session:
+            result = session.execute(
+                update(Job)
+                .where(col(Job.id) == job_id, col(Job.status) == JobStatus.running, col(Job.lease_expires_at) < now)
+                .values(**fields)
+            )
+            if rows_changed(result):
+                announce(session, f"{job_id} {change_kind(fields)}")
             return bool(rows_changed(result))
 
     def queued(self, limit: int = 50) -> list[Job]:
@@ -140,12 +240,14 @@ class JobStore:
             rows = session.exec(stmt).all()
         return [(t, s, (f - b).total_seconds()) for t, s, b, f in rows if b and f]
 
-    def delete(self, job_id: str) -> None:
-        """Remove one job's row."""
+    def delete(self, job_id: str, *, purge_on: str | None = None, paths: Sequence[str] = ()) -> None:
+        """Remove one job's row; with purge_on, that pod is asked to delete the job's files (paths) too."""
         with session_scope(self.engine) as session:
             job = session.get(Job, job_id)
             if job is not None:
                 session.delete(job)
+                kind = f"purge {purge_on} {' '.join(paths)}" if purge_on else "deleted"
+                announce(session, f"{job_id} {kind}")
 
 
 def encode_cursor(job: Job) -> str:

@@ -15,8 +15,15 @@ from core.errors import Conflict, NotFound, Unavailable
 from core.jobs.recovery import INTERRUPTED
 from core.jobs.rows import Job, JobStatus, JobType, utcnow
 from core.jobs.service import JobService
+from core.settings import Settings
 from tests.fakes.trainer import make_dataset
 from tests.helpers import make_settings, train_params
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str | None) -> Settings:
+    """Every test here runs on SQLite and on PostgreSQL."""
+    return make_settings(tmp_path, database_url=database_url)
 
 
 @pytest.fixture
@@ -105,10 +112,12 @@ async def test_cancel_queued_then_running(service: JobService, dataset: Path, mo
         service.cancel(first.id)
 
 
-async def test_cancel_kills_group_after_grace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_cancel_kills_group_after_grace(
+    tmp_path: Path, database_url: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("FAKE_AITK_STEP_SECONDS", "0.1")
     monkeypatch.setenv("FAKE_AITK_IGNORE_SIGINT", "1")
-    svc = JobService(make_settings(tmp_path, stop_grace_seconds=0.5))
+    svc = JobService(make_settings(tmp_path, stop_grace_seconds=0.5, database_url=database_url))
     await svc.start()
     try:
         make_dataset(svc.workspace.training_data / "faces", 1)
@@ -126,9 +135,11 @@ async def test_cancel_kills_group_after_grace(tmp_path: Path, monkeypatch: pytes
         await svc.close()
 
 
-async def test_two_slots_run_two_jobs_and_queue_the_third(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_two_slots_run_two_jobs_and_queue_the_third(
+    tmp_path: Path, database_url: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("FAKE_AITK_STEP_SECONDS", "0.05")
-    svc = JobService(make_settings(tmp_path, gpus="0,1"))
+    svc = JobService(make_settings(tmp_path, gpus="0,1", database_url=database_url))
     await svc.start()
     try:
         make_dataset(svc.workspace.training_data / "faces", 1)
@@ -149,8 +160,7 @@ async def test_two_slots_run_two_jobs_and_queue_the_third(tmp_path: Path, monkey
         await svc.close()
 
 
-async def test_restart_fails_orphans_and_runs_queued_jobs(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
+async def test_restart_fails_orphans_and_runs_queued_jobs(settings: Settings) -> None:
     first = JobService(settings)
     await first.start()
     make_dataset(first.workspace.training_data / "faces", 1)
@@ -182,10 +192,9 @@ async def test_restart_fails_orphans_and_runs_queued_jobs(tmp_path: Path) -> Non
 
 
 async def test_trainer_outlives_a_server_restart_and_is_adopted(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FAKE_AITK_STEP_SECONDS", "0.05")
-    settings = make_settings(tmp_path)
     first = JobService(settings)
     await first.start()
     make_dataset(first.workspace.training_data / "faces", 1)

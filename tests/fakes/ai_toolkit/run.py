@@ -448,6 +448,10 @@ def main() -> None:
         sys.stdout, sys.stderr = Tee(sys.stdout, log), Tee(sys.stderr, log)  # type: ignore[assignment]
         ascii_bar = True
     count = len(args.config_file_list)
+    if runs := os.environ.get("FAKE_AITK_RUN_LOG"):
+        # One short O_APPEND write per start: lines from concurrent trainers never interleave.
+        with open(runs, "a", encoding="utf-8") as record:
+            record.write(" ".join(os.path.abspath(c) for c in args.config_file_list) + f" {os.getpid()}\n")
     say(f"Running {count} job{'' if count == 1 else 's'}")
     for config_file in args.config_file_list:
         try:
