@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.deps import Authorized
+from app.docs import install_docs
 from app.errors import install_error_handlers
 from app.routes import datasets, files, health, job_outputs, jobs, model_catalog, runpod
 from core import __version__
@@ -50,6 +51,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Served by install_docs from packaged assets instead of FastAPI's CDN-loaded pages.
+        docs_url=None,
+        redoc_url=None,
         openapi_tags=[
             {"name": "jobs", "description": "Trainings and generations: start, follow, cancel, download."},
             {"name": "datasets", "description": "Training images and captions."},
@@ -60,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ],
     )
     install_error_handlers(app)
+    install_docs(app)
     app.include_router(health.router)
     for module in (jobs, job_outputs, datasets, model_catalog, files, runpod):
         app.include_router(module.router, dependencies=[Authorized])

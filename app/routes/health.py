@@ -10,25 +10,13 @@ from fastapi.responses import PlainTextResponse
 
 from app.deps import ServiceDep, require_auth
 from app.errors import error_responses
+from app.schemas.health import Health
 from core.jobs.rows import JobStatus
 from core.jobs.service import JobService
 
 router = APIRouter(tags=["health"])
 
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-HEALTH_EXAMPLE: dict[str, Any] = {
-    "status": "ok",
-    "version": "0.1.0",
-    "worker_id": "pod-1",
-    "gpus": [{"index": "0", "name": "NVIDIA H100 80GB HBM3", "memory_total_mb": 81559, "memory_used_mb": 1}],
-    "slots": [{"gpu": "0", "job_id": None, "warm_model": None}],
-    "ai_toolkit": {"found": True, "dir": "/app/ai-toolkit", "version": "0.12.26", "commit": "27a03a9"},
-    "disk": {"path": "/workspace", "free_bytes": 107374182400, "total_bytes": 214748364800},
-    "database": {"ok": True, "dialect": "sqlite"},
-    "queue_depth": 0,
-    "jobs": {"completed": 3},
-}
 
 
 @router.get(
@@ -40,9 +28,8 @@ HEALTH_EXAMPLE: dict[str, Any] = {
         "slots and what they run, ai-toolkit's folder, version and commit, free disk of the workspace, "
         "database, queue depth, jobs by status, lorapod's version."
     ),
-    responses={
-        200: {"description": "The health object.", "content": {"application/json": {"example": HEALTH_EXAMPLE}}}
-    },
+    response_model=Health,
+    responses={200: {"description": "The health object."}},
 )
 def get_health(service: ServiceDep) -> dict[str, Any]:
     """Health and details."""

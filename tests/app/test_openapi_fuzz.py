@@ -8,6 +8,7 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import schemathesis
@@ -71,6 +72,12 @@ def test_no_request_gets_a_server_error(case: schemathesis.Case) -> None:
 REST_TAGS = {"jobs", "datasets", "models", "files", "health"}
 
 
+def _named_schema(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """The component a `$ref` points at, or the schema itself."""
+    ref = schema.get("$ref", "")
+    return spec["components"]["schemas"][ref.rsplit("/", 1)[-1]] if ref else schema
+
+
 def test_every_rest_operation_is_documented() -> None:
     # /docs is the manual: each operation says what it does, shows an example and lists its errors.
     spec = APP.openapi()
@@ -84,7 +91,9 @@ def test_every_rest_operation_is_documented() -> None:
             assert operation.get("summary") and len(operation.get("description", "")) > 40, where
             contents = [c for r in operation["responses"].values() for c in r.get("content", {}).values()]
             contents += list(operation.get("requestBody", {}).get("content", {}).values())
-            assert any("example" in c or "examples" in c for c in contents), f"{where} has no example"
+            # Examples live in the media type or, for response models, in the named schema itself.
+            schemas = [_named_schema(spec, c.get("schema", {})) for c in contents]
+            assert any("example" in c or "examples" in c for c in contents + schemas), f"{where} has no example"
             codes = set(operation["responses"])
             if path not in ("/health",):
                 assert "401" in codes, f"{where} does not document 401"
