@@ -18,6 +18,8 @@ from core.errors import LorapodError
 
 log = logging.getLogger("lorapod.http")
 
+ERROR_NAME = "ErrorBody"
+ERROR_REF = f"#/components/schemas/{ERROR_NAME}"
 _DESCRIPTIONS = {
     400: "Bad request: the body cannot be read",
     401: "Missing or wrong bearer token",
@@ -50,12 +52,32 @@ def error_responses(*codes: int, fields: Sequence[str] = ()) -> dict[int | str, 
     named = f" `field` is one of: {', '.join(f'`{f}`' for f in fields)}." if fields else ""
     return {
         code: {
-            "model": ErrorBody,
             "description": _DESCRIPTIONS.get(code, "Error") + "." + (named if code not in (401, 503) else ""),
-            "content": {"application/json": {"example": _example(code, fields[0] if fields else None)}},
+            # A $ref rather than `model`: FastAPI would also list the error under a text or file route's own
+            # media type, a body those routes never send. The schema is added by install_error_schema.
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": ERROR_REF},
+                    "example": _example(code, fields[0] if fields else None),
+                }
+            },
         }
         for code in codes
     }
+
+
+def install_error_schema(app: FastAPI) -> None:
+    """Add ErrorBody to the app's OpenAPI components, where every documented error response points."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {}).setdefault("schemas", {})[ERROR_NAME] = ErrorBody.model_json_schema()
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def rename_fields(**names: str) -> Any:
@@ -82,7 +104,8 @@ def _rest_error(request: Request, exc: LorapodError) -> dict[str, str]:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Map core errors, validation errors and HTTP errors to lorapod's JSON error shape."""
+    """Map core errors, validation errors and HTTP errors to lorapod's JSON error shape, and document it."""
+    install_error_schema(app)
 
     @app.exception_handler(LorapodError)
     async def _lorapod_error(request: Request, exc: LorapodError) -> JSONResponse:
