@@ -54,6 +54,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Served by install_docs from packaged assets instead of FastAPI's CDN-loaded pages.
         docs_url=None,
         redoc_url=None,
+        # Operation ids are the route functions' names (unique in the app): generated clients get methods such
+        # as jobs.get_job rather than get_job_jobs__job_id__get.
+        generate_unique_id_function=lambda route: route.name,
         openapi_tags=[
             {"name": "jobs", "description": "Trainings and generations: start, follow, cancel, download."},
             {"name": "datasets", "description": "Training images and captions."},

@@ -25,7 +25,7 @@ from app.calls.runner import CallRunner
 from app.calls.store import CallStatus, call_view
 from app.deps import limit_body
 from app.errors import error_responses
-from app.schemas.runpod import CallAccepted, CallState, CallStream, EndpointHealth, PurgeResult
+from app.schemas.runpod import CallAccepted, CallState, CallStream, EndpointHealth, PurgeResult, run_request_body
 from core.errors import LorapodError
 from core.jobs.service import JobService
 
@@ -94,7 +94,7 @@ def _runsync_wait_seconds(wait: int | None) -> float:
         '`output`) and ends COMPLETED with the finished process; `"wait": false` completes at once with the '
         "`process_id`. Body at most `LORAPOD_PAYLOAD_LIMIT_RUN_BYTES` (10 MB); results kept 30 minutes."
     ),
-    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"example": RUN_EXAMPLE}}}},
+    openapi_extra=run_request_body(RUN_EXAMPLE),
     response_model=CallAccepted,
     responses={
         200: {"description": "Queued."},
@@ -119,9 +119,7 @@ async def run(request: Request, endpoint_id: EndpointId) -> dict[str, Any]:
         "the final state; if the call is still running then, its current state (poll `/status/{id}`). Body at "
         "most `LORAPOD_PAYLOAD_LIMIT_RUNSYNC_BYTES` (20 MB); results kept 60 seconds."
     ),
-    openapi_extra={
-        "requestBody": {"required": True, "content": {"application/json": {"example": {"input": {"type": "health"}}}}}
-    },
+    openapi_extra=run_request_body({"input": {"type": "health"}}),
     response_model=CallState,
     response_model_exclude_unset=True,
     responses={

@@ -106,3 +106,27 @@ class EndpointHealth(Schema):
 
     jobs: CallCounts
     workers: Workers
+
+
+class RunRequest(Schema):
+    """A call: the contract's `{"input": {"type": ..., ...}}`, with RunPod's optional `policy`."""
+
+    model_config = examples(
+        {"input": {"type": "train", "training_name": "my_dataset", "trigger_word": "sks", "steps": 1000}}
+    )
+
+    input: dict[str, Any] = Field(description="The contract payload: `type` and its fields (see the README).")
+    policy: dict[str, Any] | None = Field(
+        default=None,
+        description="`executionTimeout` (ms, 5000 to 7 days) is honoured; `ttl` and `lowPriority` are accepted.",
+    )
+
+
+def run_request_body(example: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI requestBody of /run and /runsync (read by hand, to enforce RunPod's payload limits first)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": RunRequest.model_json_schema(), "example": example}},
+        }
+    }

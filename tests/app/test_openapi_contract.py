@@ -48,6 +48,12 @@ def filled(path: str) -> str:
     return re.sub(r"\{[^}]+\}", "nope", path)
 
 
+def test_operation_ids_are_unique_names(spec: dict[str, Any]) -> None:
+    # They name the generated client's methods (jobs.get_job): one per operation, plain identifiers.
+    ids = [operation["operationId"] for _, _, operation in operations(spec)]
+    assert len(ids) == len(set(ids)) and all(re.fullmatch(r"[a-z][a-z0-9_]*", i) for i in ids), ids
+
+
 def test_every_json_success_refers_to_a_named_schema(spec: dict[str, Any]) -> None:
     schemas = spec["components"]["schemas"]
     checked = 0
