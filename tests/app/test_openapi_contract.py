@@ -173,6 +173,8 @@ def test_contract_errors_keep_the_contracts_names(secured: TestClient) -> None:
 def test_docs_pages_load_only_packaged_assets(secured: TestClient, page: str, asset_pattern: str) -> None:
     html = secured.get(page)  # open, like /openapi.json: the key is typed into the page, not needed to load it
     assert html.status_code == 200 and "text/html" in html.headers["content-type"]
+    # The browser is told to load nothing from another host (ReDoc's footer would fetch a logo from a CDN).
+    assert "default-src 'self'" in html.headers["content-security-policy"]
     urls = re.findall(r"""(?:src|href|url)\s*[=:]\s*['"]([^'"]+)['"]""", html.text)
     assert urls and all(url.startswith("/") for url in urls), urls
     assert re.search(asset_pattern, html.text)
