@@ -110,9 +110,7 @@ def _accepted(request: Request, response: Response, job: Job) -> dict[str, Any]:
     response_model=JobOut,
     responses={
         202: {"description": "The queued job (or, for a repeated Idempotency-Key, the job created before)."},
-        **error_responses(
-            401, 404, 413, 422, 503, fields=("training_name", "type", "steps", "lora", "Idempotency-Key")
-        ),
+        **error_responses(401, 413, 422, 503, fields=("training_name", "type", "steps", "lora", "Idempotency-Key")),
     },
 )
 def submit_job(
