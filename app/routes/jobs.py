@@ -138,7 +138,7 @@ def submit_job(
     response_model=JobOut,
     responses={
         202: {"description": "The queued training."},
-        **error_responses(401, 413, 422, 503, fields=("file", "yaml_config", "Content-Type", "Idempotency-Key")),
+        **error_responses(400, 401, 413, 422, 503, fields=("file", "yaml_config", "Content-Type", "Idempotency-Key")),
     },
     openapi_extra={
         "requestBody": {

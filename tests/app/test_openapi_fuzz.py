@@ -1,4 +1,5 @@
-"""A property-based run over the app's own OpenAPI schema (schemathesis): no request, however odd, gets a 5xx."""
+"""A property-based run over the app's own OpenAPI schema (schemathesis): no request, however odd, gets a 5xx, and
+every answer is one the document lists, in its content type and schema."""
 
 from __future__ import annotations
 
@@ -15,6 +16,11 @@ import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
 from schemathesis.python import asgi
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from app.main import create_app
 from tests.fakes.trainer import make_dataset
@@ -67,6 +73,10 @@ def _stop_app() -> Iterator[None]:
 def test_no_request_gets_a_server_error(case: schemathesis.Case) -> None:
     response = case.call(timeout=30)
     assert response.status_code < 500, f"{case.method} {case.formatted_path}: {response.status_code} {response.text}"
+    # And the document tells the truth: the status is one the operation lists, with its content type and schema.
+    case.validate_response(
+        response, checks=[status_code_conformance, content_type_conformance, response_schema_conformance]
+    )
 
 
 REST_TAGS = {"jobs", "datasets", "models", "files", "health"}
