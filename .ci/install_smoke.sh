@@ -23,6 +23,9 @@ for _ in $(seq 1 100); do
     sleep 0.2
 done
 grep -q '"database":{"ok":true' "$work/health.json" || { cat "$work/serve.log"; echo "install smoke: /health did not answer"; exit 1; }
+# /docs is served from assets installed with the package, not from a CDN.
+curl -fsS "http://127.0.0.1:$port/docs" | grep -q '/docs/assets/swagger-ui-bundle.js' || { echo "install smoke: /docs"; exit 1; }
+curl -fsS -o /dev/null "http://127.0.0.1:$port/docs/assets/swagger-ui-bundle.js" || { echo "install smoke: assets"; exit 1; }
 test -f "$work/workspace/lorapod.db" || { echo "install smoke: no database in the workspace"; exit 1; }
 if "$work/venv/bin/python" -c 'import pathlib, app; raise SystemExit(str(pathlib.Path(app.__file__)).startswith(("'"$repo"'", "'"$work/src"'")))'; then
     echo "install smoke: a wheel install migrated and served from $work"

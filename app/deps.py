@@ -7,6 +7,7 @@ from typing import Annotated, Any, cast
 
 from fastapi import Depends, Request, Response
 from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException
 from starlette.types import Message
 
@@ -27,7 +28,18 @@ def get_settings(request: Request) -> Settings:
     return cast(Settings, request.app.state.service.settings)
 
 
-def require_auth(request: Request) -> None:
+# Declared for OpenAPI only (the "Authorize" button of /docs takes the key); check_bearer does the checking,
+# since it also accepts the bare key RunPod's docs show.
+bearer_scheme = HTTPBearer(
+    scheme_name="bearer",
+    description="The server's `LORAPOD_API_KEY`, sent as `Authorization: Bearer <key>` (needed only when it is set).",
+    auto_error=False,
+)
+
+
+def require_auth(
+    request: Request, _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
+) -> None:
     """401 unless the bearer token matches LORAPOD_API_KEY (when set)."""
     check_bearer(request, request.app.state.service.settings)
 

@@ -4,53 +4,112 @@ from __future__ import annotations
 
 import errno
 import logging
+from collections.abc import Sequence
+from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.schemas.errors import ErrorBody
 from core.contract.validation import field_path
 from core.errors import LorapodError
 
 log = logging.getLogger("lorapod.http")
 
-ERROR_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "error": {"type": "string", "description": "One sentence: the field and the reason."},
-        "field": {"type": "string", "description": "The field at fault, when there is one."},
-    },
-    "required": ["error"],
+ERROR_NAME = "ErrorBody"
+ERROR_REF = f"#/components/schemas/{ERROR_NAME}"
+_DESCRIPTIONS = {
+    400: "Bad request: the body cannot be read",
+    401: "Missing or wrong bearer token",
+    404: "Unknown id, dataset or file",
+    409: "Conflicts with the current state",
+    413: "Body or file over the configured limits",
+    422: "Invalid input: the field and the reason",
+    503: "ai-toolkit or the generation environment is not available",
 }
 
 
-def error_responses(*codes: int) -> dict[int | str, dict[str, object]]:
-    """OpenAPI documentation of the error answers a route can give."""
-    text = {
-        400: "Bad request",
-        401: "Missing or wrong bearer token",
-        404: "Unknown id, dataset or file",
-        409: "Conflicts with the job's state",
-        413: "Body or file over the configured limits",
-        422: "Invalid input: the field and the reason",
-        503: "ai-toolkit is not configured",
-    }
+def _example(code: int, field: str | None) -> dict[str, str]:
+    """A plausible error body for the code, naming the route's own field."""
+    if code == 401:
+        return {"error": "missing or invalid bearer token"}
+    if code == 503:
+        return {"error": "AI_TOOLKIT_DIR is not set: trainings need an ai-toolkit checkout"}
+    reason = {
+        400: "is not valid JSON",
+        404: "not found",
+        409: "the job has already finished",
+        413: "the request body is larger than the limit",
+        422: "is invalid",
+    }.get(code, "is invalid")
+    return {"error": f"{field}: {reason}", "field": field} if field else {"error": reason}
+
+
+def error_responses(*codes: int, fields: Sequence[str] = ()) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI documentation of the error answers a route can give, with the field names that route uses."""
+    named = f" `field` is one of: {', '.join(f'`{f}`' for f in fields)}." if fields else ""
     return {
         code: {
-            "description": text.get(code, "Error"),
-            "content": {"application/json": {"schema": ERROR_SCHEMA, "example": {"error": "steps: must be > 0"}}},
+            "description": _DESCRIPTIONS.get(code, "Error") + "." + (named if code not in (401, 503) else ""),
+            # A $ref rather than `model`: FastAPI would also list the error under a text or file route's own
+            # media type, a body those routes never send. The schema is added by install_error_schema.
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": ERROR_REF},
+                    "example": _example(code, fields[0] if fields else None),
+                }
+            },
         }
         for code in codes
     }
 
 
+def install_error_schema(app: FastAPI) -> None:
+    """Add ErrorBody to the app's OpenAPI components, where every documented error response points."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {}).setdefault("schemas", {})[ERROR_NAME] = ErrorBody.model_json_schema()
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def rename_fields(**names: str) -> Any:
+    """A router dependency: a core error naming a contract field (`process_id`) names the route's own
+    path parameter instead (`job_id`), when the route has one of that name."""
+
+    def _field_names(request: Request) -> None:
+        request.state.field_names = names
+
+    return Depends(_field_names)
+
+
+def _rest_error(request: Request, exc: LorapodError) -> dict[str, str]:
+    """The error's body, with contract field names mapped to the route's parameter names."""
+    body = exc.to_dict()
+    names: dict[str, str] = getattr(request.state, "field_names", {})
+    renamed = names.get(exc.field or "")
+    # Only path parameters are renamed: a body field of the same name is the caller's own word.
+    if exc.field and renamed and renamed in request.path_params:
+        body["field"] = renamed
+        if exc.message.startswith(f"{exc.field}:"):
+            body["error"] = renamed + exc.message[len(exc.field) :]
+    return body
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Map core errors, validation errors and HTTP errors to lorapod's JSON error shape."""
+    """Map core errors, validation errors and HTTP errors to lorapod's JSON error shape, and document it."""
+    install_error_schema(app)
 
     @app.exception_handler(LorapodError)
-    async def _lorapod_error(_request: Request, exc: LorapodError) -> JSONResponse:
-        return JSONResponse(exc.to_dict(), status_code=exc.status_code)
+    async def _lorapod_error(request: Request, exc: LorapodError) -> JSONResponse:
+        return JSONResponse(_rest_error(request, exc), status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.deps import Authorized
+from app.docs import install_docs
 from app.errors import install_error_handlers
 from app.http_metrics import HttpMetricsMiddleware
 from app.routes import datasets, files, health, job_outputs, jobs, model_catalog, runpod
@@ -55,6 +56,12 @@ def create_app(settings: Settings | None = None, *, warn_without_key: bool = Tru
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Served by install_docs from packaged assets instead of FastAPI's CDN-loaded pages.
+        docs_url=None,
+        redoc_url=None,
+        # Operation ids are the route functions' names (unique in the app): generated clients get methods such
+        # as jobs.get_job rather than get_job_jobs__job_id__get.
+        generate_unique_id_function=lambda route: route.name,
         openapi_tags=[
             {"name": "jobs", "description": "Trainings and generations: start, follow, cancel, download."},
             {"name": "datasets", "description": "Training images and captions."},
@@ -66,6 +73,7 @@ def create_app(settings: Settings | None = None, *, warn_without_key: bool = Tru
     )
     install_error_handlers(app)
     app.add_middleware(HttpMetricsMiddleware)
+    install_docs(app)
     app.include_router(health.router)
     for module in (jobs, job_outputs, datasets, model_catalog, files, runpod):
         app.include_router(module.router, dependencies=[Authorized])

@@ -9,11 +9,16 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from app.deps import DatasetsDep, body_limited_route
-from app.errors import error_responses
+from app.errors import error_responses, rename_fields
+from app.schemas.datasets import Dataset, DatasetList, UploadSummary
 from core.errors import InvalidInput
 
 # The limit is checked on Content-Length before a byte is read, and on the bytes as they stream in.
-router = APIRouter(tags=["datasets"], route_class=body_limited_route(lambda s: s.max_upload_bytes, field="files"))
+router = APIRouter(
+    tags=["datasets"],
+    route_class=body_limited_route(lambda s: s.max_upload_bytes, field="files"),
+    dependencies=[rename_fields(training_name="name")],
+)
 
 DatasetName = Annotated[
     str,
@@ -25,36 +30,6 @@ DatasetName = Annotated[
 ]
 # Files a single request may carry; a zip counts as one (its entries have their own limit).
 MAX_FILES_PER_REQUEST = 1000
-
-SUMMARY_EXAMPLE: dict[str, Any] = {
-    "dataset": "my_dataset",
-    "saved": ["img_01.png", "img_01.txt", "portraits/img_02.jpg"],
-    "skipped": [
-        {
-            "filename": "notes.pdf",
-            "reason": "unsupported file: only PNG, JPEG and WebP images, .txt captions and .zip archives are accepted",
-        }
-    ],
-    "renamed": [{"from": "photo.png", "to": "photo.jpg", "reason": "content is JPEG"}],
-    "images": 2,
-    "captions": 1,
-    "images_without_caption": ["portraits/img_02.jpg"],
-}
-DATASET_EXAMPLE: dict[str, Any] = {
-    "name": "my_dataset",
-    "images": 2,
-    "captions": 1,
-    "images_without_caption": ["portraits/img_02.jpg"],
-    "captions_without_image": [],
-    "size_bytes": 1048576,
-    "files": [{"path": "img_01.png", "size": 524288}, {"path": "img_01.txt", "size": 24}],
-    "skipped": [{"filename": "fake.png", "reason": "not an image: content is not PNG, JPEG or WebP"}],
-    "modified": "2025-01-01T12:00:00Z",
-}
-
-
-def _json_example(description: str, example: Any) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"example": example}}}
 
 
 @router.post(
@@ -72,11 +47,10 @@ def _json_example(description: str, example: Any) -> dict[str, Any]:
         "- The whole request may be at most `LORAPOD_MAX_UPLOAD_BYTES` (413, nothing kept); one file at "
         "most `LORAPOD_MAX_FILE_BYTES` (skipped)."
     ),
+    response_model=UploadSummary,
     responses={
-        200: _json_example(
-            "What was saved, skipped and renamed, and the dataset's counts after the upload.", SUMMARY_EXAMPLE
-        ),
-        **error_responses(400, 401, 413, 422),
+        200: {"description": "What was saved, skipped and renamed, and the dataset's counts after the upload."},
+        **error_responses(400, 401, 413, 422, fields=("name", "files")),
     },
     openapi_extra={
         "requestBody": {
@@ -115,12 +89,8 @@ async def upload_files(request: Request, datasets: DatasetsDep, name: DatasetNam
     "/datasets",
     summary="List datasets",
     description="Every dataset with its counts, unpaired images and captions, size and past skips (no file list).",
-    responses={
-        200: _json_example(
-            "The datasets, by name.", {"data": [{k: v for k, v in DATASET_EXAMPLE.items() if k != "files"}]}
-        ),
-        **error_responses(401),
-    },
+    response_model=DatasetList,
+    responses={200: {"description": "The datasets, by name."}, **error_responses(401)},
 )
 def list_datasets(datasets: DatasetsDep) -> dict[str, Any]:
     """List datasets."""
@@ -134,7 +104,8 @@ def list_datasets(datasets: DatasetsDep) -> dict[str, Any]:
         "Images, captions, images without caption, captions without image, every file with its size, and "
         "the files earlier uploads skipped and why."
     ),
-    responses={200: _json_example("The dataset.", DATASET_EXAMPLE), **error_responses(401, 404, 422)},
+    response_model=Dataset,
+    responses={200: {"description": "The dataset."}, **error_responses(401, 404, 422, fields=("name",))},
 )
 def get_dataset(datasets: DatasetsDep, name: DatasetName) -> dict[str, Any]:
     """Inspect a dataset."""
@@ -146,7 +117,7 @@ def get_dataset(datasets: DatasetsDep, name: DatasetName) -> dict[str, Any]:
     status_code=204,
     summary="Delete a dataset",
     description="Remove the dataset folder with all its files.",
-    responses={204: {"description": "Deleted."}, **error_responses(401, 404, 422)},
+    responses={204: {"description": "Deleted."}, **error_responses(401, 404, 422, fields=("name",))},
 )
 def delete_dataset(datasets: DatasetsDep, name: DatasetName) -> Response:
     """Delete a dataset."""
@@ -159,7 +130,7 @@ def delete_dataset(datasets: DatasetsDep, name: DatasetName) -> Response:
     status_code=204,
     summary="Delete one file of a dataset",
     description="Remove one file, given relative to the dataset (e.g. `portraits/img_02.jpg`).",
-    responses={204: {"description": "Deleted."}, **error_responses(401, 404, 422)},
+    responses={204: {"description": "Deleted."}, **error_responses(401, 404, 422, fields=("name", "path"))},
 )
 def delete_dataset_file(
     datasets: DatasetsDep,

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.deps import ServiceDep
 from app.errors import error_responses
+from app.schemas.files import FileList
 from core.errors import InvalidInput, NotFound
 from core.storage.files import KINDS, list_files
 
@@ -99,26 +100,10 @@ def _etags(header: str) -> set[str]:
         "pointing outside the workspace are never listed. Filter by a file-name glob (`pattern=*.safetensors`) "
         "and by kind (`kind=image&kind=model`)."
     ),
+    response_model=FileList,
     responses={
-        200: {
-            "description": "The files, sorted by path.",
-            "content": {
-                "application/json": {
-                    "example": {
-                        "data": [
-                            {
-                                "path": "output/train_ab12cd34ef56/my_lora.safetensors",
-                                "size": 171969416,
-                                "modified": "2025-01-01T12:00:00Z",
-                                "kind": "model",
-                                "url": "/files/output/train_ab12cd34ef56/my_lora.safetensors",
-                            }
-                        ]
-                    }
-                }
-            },
-        },
-        **error_responses(401, 404, 422),
+        200: {"description": "The files, sorted by path."},
+        **error_responses(401, 404, 422, fields=("directory", "pattern", "kind", "limit")),
     },
 )
 async def get_files(
@@ -148,7 +133,7 @@ async def get_files(
         "are refused with 422. Supports `Range` (206) and `If-None-Match` (304)."
     ),
     response_class=Response,
-    responses={**DOWNLOAD_RESPONSES, **error_responses(401, 404, 422)},
+    responses={**DOWNLOAD_RESPONSES, **error_responses(401, 404, 422, fields=("path",))},
 )
 async def download_file(
     request: Request,

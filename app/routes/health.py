@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, Response
 
 from app.deps import ServiceDep, require_auth
 from app.errors import error_responses
+from app.schemas.health import Health, Live, Ready
 from core.db import ping
 from core.health import toolkit_info
 from core.jobs.service import JobService
@@ -17,28 +18,6 @@ from core.metrics import CONTENT_TYPE
 router = APIRouter(tags=["health"])
 
 PROMETHEUS_TYPE = CONTENT_TYPE
-
-HEALTH_EXAMPLE: dict[str, Any] = {
-    "status": "ok",
-    "version": "0.1.0",
-    "worker_id": "pod-1",
-    "gpus": [{"index": "0", "name": "NVIDIA H100 80GB HBM3", "memory_total_mb": 81559, "memory_used_mb": 1}],
-    "slots": [{"gpu": "0", "job_id": None, "warm_model": None}],
-    "ai_toolkit": {"found": True, "dir": "/app/ai-toolkit", "version": "0.12.26", "commit": "27a03a9"},
-    "generation": {
-        "status": "ready",
-        "ready": True,
-        "python": "/app/ai-toolkit/venv/bin/python",
-        "modules": ["torch", "diffusers", "transformers", "peft", "safetensors", "PIL"],
-        "reason": None,
-        "check_seconds": 6.2,
-    },
-    "disk": {"path": "/workspace", "free_bytes": 107374182400, "total_bytes": 214748364800},
-    "bundles": {"path": "output/bundles", "count": 1, "bytes": 18874368, "retention_seconds": 3600.0},
-    "database": {"ok": True, "dialect": "sqlite"},
-    "queue_depth": 0,
-    "jobs": {"completed": 3},
-}
 
 
 @router.get(
@@ -52,9 +31,8 @@ HEALTH_EXAMPLE: dict[str, Any] = {
         "the reason), free disk of the workspace, `bulk_download` bundles kept on disk, database, queue depth, "
         "jobs by status, lorapod's version. Probes: `/health/live` and `/health/ready`."
     ),
-    responses={
-        200: {"description": "The health object.", "content": {"application/json": {"example": HEALTH_EXAMPLE}}}
-    },
+    response_model=Health,
+    responses={200: {"description": "The health object."}},
 )
 def get_health(service: ServiceDep) -> dict[str, Any]:
     """Health and details."""
@@ -65,7 +43,7 @@ def get_health(service: ServiceDep) -> dict[str, Any]:
     "/health/live",
     summary="Liveness probe",
     description="Always open. 200 while the process answers HTTP at all; it checks nothing else.",
-    responses={200: {"content": {"application/json": {"example": {"status": "alive"}}}}},
+    response_model=Live,
 )
 def get_live() -> dict[str, str]:
     """Liveness probe."""
@@ -81,29 +59,8 @@ def get_live() -> dict[str, str]:
         "pod can run (ai-toolkit, generation) is in `checks`; it does not gate readiness, because datasets, "
         "files and downloads still work without it."
     ),
-    responses={
-        200: {
-            "content": {
-                "application/json": {
-                    "example": {
-                        "status": "ready",
-                        "checks": {"service": True, "database": True, "training": True, "generation": True},
-                    }
-                }
-            }
-        },
-        503: {
-            "content": {
-                "application/json": {
-                    "example": {
-                        "status": "not ready",
-                        "error": "shutting down",
-                        "checks": {"service": True, "database": True, "training": True, "generation": True},
-                    }
-                }
-            }
-        },
-    },
+    response_model=Ready,
+    responses={503: {"model": Ready, "description": "Not ready: starting, shutting down, or no database."}},
 )
 def get_ready(request: Request) -> JSONResponse:
     """Readiness probe."""

@@ -8,14 +8,15 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from app.deps import ServiceDep
-from app.errors import error_responses
+from app.errors import error_responses, rename_fields
 from app.routes.files import DOWNLOAD_RESPONSES, file_response
-from app.routes.job_views import JOB_EXAMPLE, JobId, artifact_out, job_out, json_example, url_prefix
+from app.routes.job_views import JobId, artifact_out, job_out, url_prefix
+from app.schemas.jobs import ArtifactList
 from app.sse import SSE_HEADERS, EventCursor, JobFeed
 from core.errors import NotFound
 from core.storage.logs import MAX_TAIL_LINES, read_log
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(tags=["jobs"], dependencies=[rename_fields(process_id="job_id")])
 
 
 @router.get(
@@ -40,7 +41,7 @@ router = APIRouter(tags=["jobs"])
                 },
             },
         },
-        **error_responses(401, 404, 422),
+        **error_responses(401, 404, 422, fields=("job_id", "offset", "tail")),
     },
 )
 def get_job_logs(
@@ -90,7 +91,7 @@ def get_job_logs(
                 }
             },
         },
-        **error_responses(401, 404, 422),
+        **error_responses(401, 404, 422, fields=("job_id", "Last-Event-ID", "last_event_id")),
     },
 )
 def job_events(
@@ -131,10 +132,8 @@ def job_events(
         "(`checkpoint`), samples (`sample`), generated images (`image`), the ai-toolkit config (`config`) "
         "and the log (`log`), each with its download `url`."
     ),
-    responses={
-        200: json_example("The artifacts.", {"data": JOB_EXAMPLE["artifacts"]}),
-        **error_responses(401, 404, 422),
-    },
+    response_model=ArtifactList,
+    responses={200: {"description": "The artifacts."}, **error_responses(401, 404, 409, 422, fields=("job_id",))},
 )
 def list_artifacts(request: Request, service: ServiceDep, job_id: JobId) -> dict[str, Any]:
     """List a job's artifacts."""
@@ -152,7 +151,7 @@ def list_artifacts(request: Request, service: ServiceDep, job_id: JobId) -> dict
         "log as `text/plain`. Supports `Range` (206) and `If-None-Match` (304)."
     ),
     response_class=Response,
-    responses={**DOWNLOAD_RESPONSES, **error_responses(401, 404, 422)},
+    responses={**DOWNLOAD_RESPONSES, **error_responses(401, 404, 409, 422, fields=("job_id", "name"))},
 )
 def download_artifact(
     request: Request,

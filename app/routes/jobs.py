@@ -9,15 +9,21 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from app.deps import ServiceDep, body_limited_route, limit_body
-from app.errors import error_responses
-from app.routes.job_views import JOB_EXAMPLE, JobId, job_out, json_example, url_prefix
+from app.errors import error_responses, rename_fields
+from app.routes.job_views import JobId, job_out, url_prefix
+from app.schemas.jobs import Job as JobOut
+from app.schemas.jobs import JobPage
 from core.contract.validation import parse
 from core.errors import InvalidInput, TooLarge
 from core.jobs.requests import JobRequest, TrainYamlRequest
 from core.jobs.rows import Job, JobStatus, JobType
 
 # Bodies are capped at RunPod's /run payload limit, so one payload works on both adapters.
-router = APIRouter(tags=["jobs"], route_class=body_limited_route(lambda s: s.payload_limit_run_bytes))
+router = APIRouter(
+    tags=["jobs"],
+    route_class=body_limited_route(lambda s: s.payload_limit_run_bytes),
+    dependencies=[rename_fields(process_id="job_id")],
+)
 
 IdempotencyKey = Annotated[
     str | None,
@@ -101,12 +107,10 @@ def _accepted(request: Request, response: Response, job: Job) -> dict[str, Any]:
         "Send an `Idempotency-Key` header to make retries safe: a request with a key already used answers "
         "202 with the job the first request created, and starts nothing."
     ),
+    response_model=JobOut,
     responses={
-        202: json_example(
-            "The queued job (or, for a repeated Idempotency-Key, the job created before).",
-            {**JOB_EXAMPLE, "status": "queued", "progress": {**JOB_EXAMPLE["progress"], "step": 0}},
-        ),
-        **error_responses(401, 404, 413, 422, 503),
+        202: {"description": "The queued job (or, for a repeated Idempotency-Key, the job created before)."},
+        **error_responses(401, 413, 422, 503, fields=("training_name", "type", "steps", "lora", "Idempotency-Key")),
     },
 )
 def submit_job(
@@ -131,9 +135,10 @@ def submit_job(
         "application/x-yaml` (`curl --data-binary @my_lora.yaml`). Paths in the config are checked against "
         "the workspace. The file may be at most `LORAPOD_MAX_YAML_BYTES` (413 beyond)."
     ),
+    response_model=JobOut,
     responses={
-        202: json_example("The queued training.", {**JOB_EXAMPLE, "status": "queued"}),
-        **error_responses(401, 413, 422, 503),
+        202: {"description": "The queued training."},
+        **error_responses(400, 401, 413, 422, 503, fields=("file", "yaml_config", "Content-Type", "Idempotency-Key")),
     },
     openapi_extra={
         "requestBody": {
@@ -199,9 +204,10 @@ async def submit_yaml_job(
         "back as `cursor` for the next page. Cursors stay valid while new jobs arrive: a page never repeats "
         "or skips a job because another was queued meanwhile. `next_cursor` is null on the last page."
     ),
+    response_model=JobPage,
     responses={
-        200: json_example("One page of jobs.", {"data": [JOB_EXAMPLE], "next_cursor": "WyIyMDI1LTAxLTAxVDEy"}),
-        **error_responses(401, 422),
+        200: {"description": "One page of jobs."},
+        **error_responses(401, 422, fields=("cursor", "status", "type", "limit")),
     },
 )
 def list_jobs(
@@ -230,7 +236,8 @@ def list_jobs(
         "Status, progress (step, total, percent, steps per second, ETA in seconds, last loss), the error of "
         "a failed job, its artifacts with download URLs, and links."
     ),
-    responses={200: json_example("The job.", JOB_EXAMPLE), **error_responses(401, 404, 422)},
+    response_model=JobOut,
+    responses={200: {"description": "The job."}, **error_responses(401, 404, 422, fields=("job_id",))},
 )
 def get_job(request: Request, service: ServiceDep, job_id: JobId) -> dict[str, Any]:
     """Get a job."""
@@ -246,11 +253,10 @@ def get_job(request: Request, service: ServiceDep, job_id: JobId) -> dict[str, A
         "`LORAPOD_STOP_GRACE_SECONDS`); its status turns `cancelled` when the process has exited, and the "
         "checkpoints it saved stay. 409 when the job has already finished."
     ),
+    response_model=JobOut,
     responses={
-        202: json_example(
-            "The job, `cancel_requested` true (or already `cancelled`).", {**JOB_EXAMPLE, "cancel_requested": True}
-        ),
-        **error_responses(401, 404, 409, 422),
+        202: {"description": "The job, `cancel_requested` true (or already `cancelled`)."},
+        **error_responses(401, 404, 409, 422, fields=("job_id",)),
     },
 )
 def cancel_job(request: Request, service: ServiceDep, job_id: JobId) -> dict[str, Any]:
@@ -266,7 +272,7 @@ def cancel_job(request: Request, service: ServiceDep, job_id: JobId) -> dict[str
         "Remove a finished job's record; with `files=true` also its output folder (LoRAs, samples) and its "
         "log. 409 while the job is queued or running: cancel it first."
     ),
-    responses={204: {"description": "Deleted."}, **error_responses(401, 404, 409, 422)},
+    responses={204: {"description": "Deleted."}, **error_responses(401, 404, 409, 422, fields=("job_id", "files"))},
 )
 def delete_job(
     service: ServiceDep,

@@ -25,6 +25,7 @@ from app.calls.runner import CallRunner
 from app.calls.store import CallStatus, call_view
 from app.deps import limit_body
 from app.errors import error_responses
+from app.schemas.runpod import CallAccepted, CallState, CallStream, EndpointHealth, PurgeResult, run_request_body
 from core.errors import LorapodError
 from core.jobs.service import JobService
 
@@ -84,10 +85,6 @@ def _runsync_wait_seconds(wait: int | None) -> float:
     return ms / 1000
 
 
-def _example(description: str, example: Any) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"example": example}}}
-
-
 @router.post(
     "/run",
     summary="Queue a call (RunPod /run)",
@@ -97,10 +94,13 @@ def _example(description: str, example: Any) -> dict[str, Any]:
         '`output`) and ends COMPLETED with the finished process; `"wait": false` completes at once with the '
         "`process_id`. Body at most `LORAPOD_PAYLOAD_LIMIT_RUN_BYTES` (10 MB); results kept 30 minutes."
     ),
-    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"example": RUN_EXAMPLE}}}},
+    openapi_extra=run_request_body(RUN_EXAMPLE),
+    response_model=CallAccepted,
     responses={
-        200: _example("Queued.", {"id": "0b3f5f6e-8a8c-4c1e-9d53-1c2d3e4f5a6b-u1", "status": "IN_QUEUE"}),
-        **error_responses(400, 401, 413),
+        200: {"description": "Queued."},
+        **error_responses(
+            400, 401, 413, 422, fields=("input", "body", "policy", "policy.executionTimeout", "endpoint_id")
+        ),
     },
 )
 async def run(request: Request, endpoint_id: EndpointId) -> dict[str, Any]:
@@ -119,15 +119,12 @@ async def run(request: Request, endpoint_id: EndpointId) -> dict[str, Any]:
         "the final state; if the call is still running then, its current state (poll `/status/{id}`). Body at "
         "most `LORAPOD_PAYLOAD_LIMIT_RUNSYNC_BYTES` (20 MB); results kept 60 seconds."
     ),
-    openapi_extra={
-        "requestBody": {"required": True, "content": {"application/json": {"example": {"input": {"type": "health"}}}}}
-    },
+    openapi_extra=run_request_body({"input": {"type": "health"}}),
+    response_model=CallState,
+    response_model_exclude_unset=True,
     responses={
-        200: _example(
-            "The final (or current) state.",
-            {"id": "sync-8d1f...", "status": "COMPLETED", "delayTime": 3, "executionTime": 41, "output": {}},
-        ),
-        **error_responses(400, 401, 413, 422),
+        200: {"description": "The final (or current) state."},
+        **error_responses(400, 401, 413, 422, fields=("input", "body", "policy", "policy.executionTimeout", "wait")),
     },
 )
 async def runsync(
@@ -151,28 +148,9 @@ async def runsync(
         "progress while a training runs and the result at the end; `error` says why a call failed. `delayTime` "
         "and `executionTime` are milliseconds. 404 for an unknown id or an expired result."
     ),
-    responses={
-        200: _example(
-            "The call.",
-            {
-                "id": "0b3f...-u1",
-                "status": "IN_PROGRESS",
-                "delayTime": 12,
-                "executionTime": 5230,
-                "workerId": "pod-1",
-                "output": {
-                    "process_id": "train_ab12cd34ef56",
-                    "status": "running",
-                    "step": 250,
-                    "total_steps": 1000,
-                    "percent": 25.0,
-                    "eta_seconds": 394.7,
-                    "loss": 0.21,
-                },
-            },
-        ),
-        **error_responses(401, 404),
-    },
+    response_model=CallState,
+    response_model_exclude_unset=True,
+    responses={200: {"description": "The call."}, **error_responses(401, 404, 422, fields=("id", "request_id"))},
 )
 async def status(request: Request, endpoint_id: EndpointId, request_id: RequestId) -> dict[str, Any]:
     """A call's state."""
@@ -183,13 +161,8 @@ async def status(request: Request, endpoint_id: EndpointId, request_id: RequestI
     "/stream/{request_id}",
     summary="Progress updates since the last read (RunPod /stream)",
     description='`{"status", "stream": [{"output": progress}, ...]}`: each update is returned once.',
-    responses={
-        200: _example(
-            "Updates.",
-            {"id": "0b3f...-u1", "status": "IN_PROGRESS", "stream": [{"output": {"status": "running", "step": 3}}]},
-        ),
-        **error_responses(401, 404),
-    },
+    response_model=CallStream,
+    responses={200: {"description": "Updates."}, **error_responses(401, 404, 422, fields=("id", "request_id"))},
 )
 async def stream(request: Request, endpoint_id: EndpointId, request_id: RequestId) -> dict[str, Any]:
     """Progress updates since the last read."""
@@ -205,9 +178,10 @@ async def stream(request: Request, endpoint_id: EndpointId, request_id: RequestI
         "A queued call is dropped; a running one is stopped, and the training or generation it waits on is "
         "cancelled too. A finished call is answered with its status unchanged."
     ),
+    response_model=CallAccepted,
     responses={
-        200: _example("The call's status.", {"id": "0b3f...-u1", "status": "CANCELLED"}),
-        **error_responses(401, 404),
+        200: {"description": "The call's status."},
+        **error_responses(401, 404, 422, fields=("id", "request_id")),
     },
 )
 async def cancel(request: Request, endpoint_id: EndpointId, request_id: RequestId) -> dict[str, Any]:
@@ -223,9 +197,10 @@ async def cancel(request: Request, endpoint_id: EndpointId, request_id: RequestI
         "Only FAILED or TIMED_OUT calls whose result has not expired; same id and input, the old output is "
         "dropped. An `upload_training_data` call cannot be retried: its file contents are not kept (409)."
     ),
+    response_model=CallAccepted,
     responses={
-        200: _example("Queued again.", {"id": "0b3f...-u1", "status": "IN_QUEUE"}),
-        **error_responses(401, 404, 409),
+        200: {"description": "Queued again."},
+        **error_responses(401, 404, 409, 422, fields=("id", "request_id")),
     },
 )
 async def retry(request: Request, endpoint_id: EndpointId, request_id: RequestId) -> dict[str, Any]:
@@ -238,7 +213,8 @@ async def retry(request: Request, endpoint_id: EndpointId, request_id: RequestId
     "/purge-queue",
     summary="Drop queued calls (RunPod /purge-queue)",
     description="Calls still waiting for a slot are removed; running ones are not touched.",
-    responses={200: _example("Removed.", {"removed": 2, "status": "completed"}), **error_responses(401)},
+    response_model=PurgeResult,
+    responses={200: {"description": "Removed."}, **error_responses(401, 422, fields=("endpoint_id",))},
 )
 async def purge_queue(request: Request, endpoint_id: EndpointId) -> dict[str, Any]:
     """Drop queued calls."""
@@ -249,16 +225,8 @@ async def purge_queue(request: Request, endpoint_id: EndpointId) -> dict[str, An
     "/health",
     summary="Call counts and workers (RunPod /health)",
     description="Counts over the calls whose results are still kept; this pod is the endpoint's one worker.",
-    responses={
-        200: _example(
-            "Counts.",
-            {
-                "jobs": {"completed": 1, "failed": 0, "inProgress": 1, "inQueue": 0, "retried": 0},
-                "workers": {"idle": 0, "running": 1},
-            },
-        ),
-        **error_responses(401),
-    },
+    response_model=EndpointHealth,
+    responses={200: {"description": "Counts."}, **error_responses(401, 422, fields=("endpoint_id",))},
 )
 async def health(request: Request, endpoint_id: EndpointId) -> dict[str, Any]:
     """Call counts and workers."""

@@ -391,7 +391,7 @@ def test_cancel_running_then_409_and_delete_with_files(tmp_path: Path, monkeypat
         job = wait_for(client, job_id, TERMINAL, timeout=30)
         assert job["status"] == "cancelled"
         again = client.post(f"/jobs/{job_id}/cancel")
-        assert again.status_code == 409 and again.json()["field"] == "process_id"
+        assert again.status_code == 409 and again.json()["field"] == "job_id"
         output = Path(settings.workspace) / job["output_dir"]
         log = Path(settings.workspace) / job["log_path"]
         assert output.is_dir() and log.is_file()

@@ -33,7 +33,9 @@ def ran_on_pod_b(service: JobService) -> Job:
         output_dir=f"output/{JOB_ID}",
         log_path=f"logs/{JOB_ID}.log",
         config={"name": "faces", "save_root": f"output/{JOB_ID}"},
-        artifacts=[{"name": "faces.safetensors", "kind": "lora", "path": f"output/{JOB_ID}/faces.safetensors"}],
+        artifacts=[
+            {"name": "faces.safetensors", "kind": "lora", "path": f"output/{JOB_ID}/faces.safetensors", "size": 4}
+        ],
     )
     return service.store.insert(job)
 
@@ -52,7 +54,7 @@ def test_a_download_on_another_pod_names_the_pod(pod_a: Settings) -> None:
             answer = client.get(path)
             assert answer.status_code == 409, answer.text
             body = answer.json()
-            assert body["field"] == "process_id" and "'pod-b'" in body["error"]
+            assert body["field"] == "job_id" and "'pod-b'" in body["error"]
 
 
 async def test_contract_downloads_on_another_pod_name_the_pod(pod_a: Settings) -> None:
