@@ -170,7 +170,11 @@ class Engine:
         self.release()
         self.protocol.emit(wire.EVENT_LOADING, id=job.id, model=job.model)
         log(f"loading captioning model {job.model} on {self.device}")
-        self.model, self.processor, self.tokenizer = self._load(job.model)
+        try:
+            self.model, self.processor, self.tokenizer = self._load(job.model)
+        except Exception as exc:
+            self.release()
+            raise RuntimeError(f"could not load the captioning model '{job.model}': {exc}") from exc
         self.model_key = job.model
         self.loads += 1
         log(f"loaded {type(self.model).__name__}; model loads so far: {self.loads}")

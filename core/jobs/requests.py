@@ -6,14 +6,21 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
+from core.jobs.caption import CaptionOptions, CaptionParams
 from core.jobs.generation import GenerateParams
 from core.training.params import TrainParams
+
+AUTOCAPTION_DESCRIPTION = (
+    "Caption the images that have none before training, as the job's first phase (`phase: captioning`): "
+    "`true` with the default captioning model, or an object with `model`, `prefix`, `suffix`, `max_length`."
+)
 
 
 class TrainRequest(TrainParams):
     """Start a LoRA training from simple parameters; lorapod writes the ai-toolkit config."""
 
     type: Literal["train"] = "train"
+    autocaption: bool | CaptionOptions = Field(False, description=AUTOCAPTION_DESCRIPTION)
 
 
 class TrainYamlRequest(BaseModel):
@@ -27,6 +34,7 @@ class TrainYamlRequest(BaseModel):
         min_length=1,
         description="The ai-toolkit config as YAML text (`config` is accepted too, as the seed did).",
     )
+    autocaption: bool | CaptionOptions = Field(False, description=AUTOCAPTION_DESCRIPTION)
 
     @property
     def text(self) -> str:
@@ -40,11 +48,28 @@ class GenerateRequest(GenerateParams):
     type: Literal["generate"] = "generate"
 
 
-JobRequest = Annotated[TrainRequest | TrainYamlRequest | GenerateRequest, Field(discriminator="type")]
-JOB_REQUEST_MODELS: dict[str, type[TrainRequest | TrainYamlRequest | GenerateRequest]] = {
+class CaptionRequest(CaptionParams):
+    """Caption a dataset's images with a captioning model (by default only those without a caption)."""
+
+    # "caption" on REST, "caption_dataset" on the contract; each adapter takes both.
+    type: Literal["caption", "caption_dataset"] = "caption"
+
+
+def autocaption_options(value: bool | CaptionOptions) -> CaptionOptions | None:
+    """The caption options a training's autocaption field asks for, None when off."""
+    if isinstance(value, CaptionOptions):
+        return value
+    return CaptionOptions() if value else None
+
+
+AnyJobRequest = TrainRequest | TrainYamlRequest | GenerateRequest | CaptionRequest
+JobRequest = Annotated[AnyJobRequest, Field(discriminator="type")]
+JOB_REQUEST_MODELS: dict[str, type[AnyJobRequest]] = {
     "train": TrainRequest,
     "train_with_yaml": TrainYamlRequest,
     "generate": GenerateRequest,
+    "caption_dataset": CaptionRequest,
+    "caption": CaptionRequest,
 }
 
 

@@ -18,10 +18,11 @@ from core.db import make_engine, migrate
 from core.errors import Conflict, InvalidInput, Unavailable
 from core.health import health_report
 from core.jobs.artifacts import current_artifacts, find_artifact
+from core.jobs.caption import CaptionOptions, CaptionParams, caption_config, check_dataset
 from core.jobs.generation import GenerateParams, build_generation_request, generation_config
 from core.jobs.notify import Notifier
 from core.jobs.recovery import recover_jobs
-from core.jobs.requests import JobRequest, TrainRequest, TrainYamlRequest
+from core.jobs.requests import CaptionRequest, JobRequest, TrainRequest, TrainYamlRequest, autocaption_options
 from core.jobs.rows import Job, JobStatus, JobType, new_job_id, utcnow
 from core.jobs.runner import JobRunner
 from core.jobs.scheduler import Scheduler, Slot
@@ -107,21 +108,52 @@ class JobService:
 
     # -- submission ----------------------------------------------------------------------
 
-    def submit_training(self, params: TrainParams, *, idempotency_key: str | None = None) -> Job:
+    def submit_training(
+        self,
+        params: TrainParams,
+        *,
+        idempotency_key: str | None = None,
+        autocaption: CaptionOptions | None = None,
+    ) -> Job:
         """Queue a training from simple parameters; lorapod writes the ai-toolkit config."""
         self._require_toolkit()
         job_id = new_job_id(JobType.train)
         plan = build_training_config(params, workspace=self.workspace, job_id=job_id)
-        return self._queue_training(job_id, plan, params.model_dump(mode="json"), idempotency_key)
+        stored = params.model_dump(mode="json")
+        return self._queue_training(job_id, plan, stored, idempotency_key, autocaption)
 
-    def submit_training_yaml(self, yaml_text: str, *, idempotency_key: str | None = None) -> Job:
+    def submit_training_yaml(
+        self, yaml_text: str, *, idempotency_key: str | None = None, autocaption: CaptionOptions | None = None
+    ) -> Job:
         """Queue a training from a whole ai-toolkit config given as YAML."""
         self._require_toolkit()
         job_id = new_job_id(JobType.train)
         plan = parse_yaml_config(
             yaml_text, workspace=self.workspace, job_id=job_id, max_bytes=self.settings.max_yaml_bytes
         )
-        return self._queue_training(job_id, plan, {"yaml_config_bytes": len(yaml_text.encode())}, idempotency_key)
+        stored = {"yaml_config_bytes": len(yaml_text.encode())}
+        return self._queue_training(job_id, plan, stored, idempotency_key, autocaption)
+
+    def submit_caption(self, params: CaptionParams, *, idempotency_key: str | None = None) -> Job:
+        """Queue a caption job on a dataset: it runs on a slot's warm captioner."""
+        folder = check_dataset(self.workspace, params.training_name)
+        config = caption_config(
+            params, [folder], self.workspace, overwrite=params.overwrite, trigger_word=params.trigger_word
+        )
+        job_id = new_job_id(JobType.caption)
+        job = Job(
+            id=job_id,
+            type=JobType.caption,
+            status=JobStatus.queued,
+            name=f"caption {params.training_name}",
+            dataset=params.training_name,
+            base_model=config["model"],
+            params=params.model_dump(mode="json", exclude={"type"}),
+            config=config,
+            log_path=self.workspace.relative(self.workspace.logs / f"{job_id}.log"),
+            idempotency_key=idempotency_key,
+        )
+        return self._enqueue(job)
 
     def submit_generation(self, params: GenerateParams, *, idempotency_key: str | None = None) -> Job:
         """Queue a generation on the warm generator."""
@@ -147,18 +179,34 @@ class JobService:
     def submit(self, request: JobRequest, *, idempotency_key: str | None = None) -> Job:
         """Queue any job request (train, train_with_yaml, generate)."""
         if isinstance(request, TrainRequest):
-            params = TrainParams.model_validate(request.model_dump(exclude={"type"}))
-            return self.submit_training(params, idempotency_key=idempotency_key)
+            params = TrainParams.model_validate(request.model_dump(exclude={"type", "autocaption"}))
+            options = autocaption_options(request.autocaption)
+            return self.submit_training(params, idempotency_key=idempotency_key, autocaption=options)
         if isinstance(request, TrainYamlRequest):
-            return self.submit_training_yaml(request.text, idempotency_key=idempotency_key)
+            options = autocaption_options(request.autocaption)
+            return self.submit_training_yaml(request.text, idempotency_key=idempotency_key, autocaption=options)
+        if isinstance(request, CaptionRequest):
+            return self.submit_caption(request, idempotency_key=idempotency_key)
         params_g = GenerateParams.model_validate(request.model_dump(exclude={"type"}))
         return self.submit_generation(params_g, idempotency_key=idempotency_key)
 
     def _queue_training(
-        self, job_id: str, plan: TrainingPlan, params: dict[str, Any], idempotency_key: str | None
+        self,
+        job_id: str,
+        plan: TrainingPlan,
+        params: dict[str, Any],
+        idempotency_key: str | None,
+        autocaption: CaptionOptions | None = None,
     ) -> Job:
         job_dir = self.workspace.output / job_id
         config_path = job_dir / "job_config.yaml"  # written when the job starts, from the stored config
+        extra: dict[str, Any] = {}
+        if autocaption is not None:
+            # ai-toolkit puts the training's trigger word into captions itself, so none is written here.
+            extra["autocaption"] = caption_config(
+                autocaption, plan.datasets, self.workspace, overwrite=False, trigger_word=None
+            )
+            params = {**params, "autocaption": autocaption.model_dump(mode="json")}
         job = Job(
             id=job_id,
             type=JobType.train,
@@ -173,6 +221,7 @@ class JobService:
                 "config_path": self.workspace.relative(config_path),
                 "warnings": plan.warnings,
                 "ai_toolkit": plan.config,
+                **extra,
             },
             total_steps=plan.total_steps,
             log_path=self.workspace.relative(self.workspace.logs / f"{job_id}.log"),
