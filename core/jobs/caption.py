@@ -131,12 +131,18 @@ def check_dataset(workspace: Workspace, name: str, *, field: str = "training_nam
 
 
 def caption_config(
-    options: CaptionOptions, datasets: list[Path], workspace: Workspace, *, overwrite: bool, trigger_word: str | None
+    options: CaptionOptions,
+    datasets: list[Path],
+    workspace: Workspace,
+    *,
+    overwrite: bool,
+    trigger_word: str | None,
+    model_field: str = "model",
 ) -> dict[str, Any]:
     """The stored form of a captioning run (dataset paths relative to the workspace, the model resolved)."""
     return {
         "datasets": [workspace.relative(folder) for folder in datasets],
-        "model": resolve_caption_model(options.model, workspace),
+        "model": resolve_caption_model(options.model, workspace, field=model_field),
         "prefix": options.prefix,
         "suffix": options.suffix,
         "trigger_word": trigger_word,

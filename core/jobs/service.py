@@ -28,6 +28,7 @@ from core.jobs.runner import JobRunner
 from core.jobs.scheduler import Scheduler, Slot
 from core.jobs.store import JobStore
 from core.settings import Settings
+from core.storage.captions import CaptionStore
 from core.storage.datasets import DatasetStore
 from core.storage.workspace import Workspace
 from core.training.builder import TrainingPlan, build_training_config
@@ -53,6 +54,7 @@ class JobService:
             max_upload_bytes=settings.max_upload_bytes,
             max_zip_entries=settings.max_zip_entries,
         )
+        self.captions = CaptionStore(self.datasets)
         self.notifier = Notifier()
         self.runner = JobRunner(settings=settings, workspace=self.workspace, store=self.store, notifier=self.notifier)
         try:
@@ -204,7 +206,12 @@ class JobService:
         if autocaption is not None:
             # ai-toolkit puts the training's trigger word into captions itself, so none is written here.
             extra["autocaption"] = caption_config(
-                autocaption, plan.datasets, self.workspace, overwrite=False, trigger_word=None
+                autocaption,
+                plan.datasets,
+                self.workspace,
+                overwrite=False,
+                trigger_word=None,
+                model_field="autocaption.model",
             )
             params = {**params, "autocaption": autocaption.model_dump(mode="json")}
         job = Job(

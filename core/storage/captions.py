@@ -100,14 +100,14 @@ class CaptionStore:
         if relative.is_absolute() or ".." in relative.parts:
             raise PathEscape("image", "must stay inside the dataset")
         if any(part.startswith(".") or part in _CACHE_DIRS for part in relative.parts):
-            raise NotFound(f"image '{image}' does not exist in dataset '{name}'", field="image")
+            raise NotFound(f"'{image}' is not an image of dataset '{name}'", field="image")
         if relative.suffix.lower() not in IMAGE_SUFFIXES:
             raise InvalidInput("image", f"must name an image ({', '.join(sorted(IMAGE_SUFFIXES))})")
         target = (folder / relative).resolve()
         if not target.is_relative_to(folder.resolve()):
             raise PathEscape("image", "points outside the dataset")
         if not target.is_file():
-            raise NotFound(f"image '{image}' does not exist in dataset '{name}'", field="image")
+            raise NotFound(f"'{image}' is not an image of dataset '{name}'", field="image")
         return target
 
     def page(self, name: str, *, limit: int = 100, cursor: str | None = None) -> dict[str, Any]:
