@@ -63,3 +63,15 @@ def build_tiny_captioner(dest: Path) -> Path:
     _build(dest)
     _BUILT[:] = [dest]
     return dest
+
+
+def make_images(folder: Path, n: int, captioned: tuple[int, ...] = ()) -> Path:
+    """n small PNGs img_00.png, img_01.png, ...; those in captioned get the caption 'old caption <i>'."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(n):
+        Image.new("RGB", (24, 16), (12 * index % 256, 60, 90)).save(folder / f"img_{index:02d}.png")
+        if index in captioned:
+            (folder / f"img_{index:02d}.txt").write_text(f"old caption {index}\n")
+    return folder

@@ -6,7 +6,6 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from PIL import Image
 from sqlmodel import Session, func, select
 
 from core.errors import InvalidInput
@@ -14,7 +13,7 @@ from core.jobs.caption import CaptionOptions, CaptionParams
 from core.jobs.rows import Job, JobStatus
 from core.jobs.service import JobService
 from gpu.caption_protocol import TEMP_PREFIX
-from tests.fakes.tiny_caption import build_tiny_captioner
+from tests.fakes.tiny_caption import build_tiny_captioner, make_images
 from tests.helpers import train_params
 
 MODEL = "models/tiny-blip"
@@ -25,16 +24,6 @@ def tiny_captioner(service: JobService, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # two cores: one torch thread is the fastest here
     build_tiny_captioner(service.workspace.models / "tiny-blip")
     return MODEL
-
-
-def make_images(folder: Path, n: int, captioned: tuple[int, ...] = ()) -> Path:
-    """n small PNGs; those in captioned get the caption 'old caption <i>'."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for index in range(n):
-        Image.new("RGB", (24, 16), (12 * index % 256, 60, 90)).save(folder / f"img_{index:02d}.png")
-        if index in captioned:
-            (folder / f"img_{index:02d}.txt").write_text(f"old caption {index}\n")
-    return folder
 
 
 def caption_params(**overrides: object) -> CaptionParams:
