@@ -16,8 +16,8 @@ from core.storage.workspace import Workspace
 from gpu.caption_protocol import MAX_LENGTH_LIMIT, TRIGGER
 from gpu.captioning import CaptioningRequest
 
-# BLIP base: about 250 M parameters (under 1 GB in fp16 on a GPU, runs on a CPU in about a second an image),
-# loads with plain transformers (no remote code), and is what kohya's make_captions.py uses.
+# BLIP base: about 250 M parameters (about 0.5 GB in fp16 on a GPU, small enough for a CPU), loads with plain
+# transformers (no remote code), and is what kohya's make_captions.py uses.
 DEFAULT_CAPTION_MODEL = "Salesforce/blip-image-captioning-base"
 MODEL_ALIASES = {
     "blip-base": DEFAULT_CAPTION_MODEL,
