@@ -92,7 +92,10 @@ class WarmCaptioner:
         self._in_flight = False
         self._cancel_requested = False
         self._stopping = False
+        # Bound now when made on the loop, so a cancel arriving before the first request still reaches it.
         self._loop: asyncio.AbstractEventLoop | None = None
+        with contextlib.suppress(RuntimeError):
+            self._loop = asyncio.get_running_loop()
 
     @property
     def running(self) -> bool:

@@ -153,12 +153,16 @@ class CaptionStore:
         from PIL import Image, ImageOps
 
         path = self.image_path(name, image)
-        with Image.open(path) as opened:
-            opened.draft("RGB", (size, size))  # JPEGs decode at a reduced scale: fast for big photos
-            picture = ImageOps.exif_transpose(opened)
-            picture.thumbnail((size, size))
-            buffer = io.BytesIO()
-            picture.convert("RGB").save(buffer, format="JPEG", quality=85)
+        buffer = io.BytesIO()
+        try:
+            with Image.open(path) as opened:
+                opened.draft("RGB", (size, size))  # JPEGs decode at a reduced scale: fast for big photos
+                picture = ImageOps.exif_transpose(opened)
+                picture.thumbnail((size, size))
+                picture.convert("RGB").save(buffer, format="JPEG", quality=85)
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            # A file whose header passed the upload check but does not decode, or one of absurd dimensions.
+            raise InvalidInput("image", f"'{image}' could not be decoded for a preview ({type(exc).__name__})") from exc
         return buffer.getvalue()
 
     @staticmethod

@@ -144,3 +144,18 @@ async def test_bad_caption_input_is_refused_naming_the_field(
     assert caught.value.field == field and reason in caught.value.reason
     with Session(service.engine) as session:
         assert session.exec(select(func.count()).select_from(Job)).one() == 0
+
+
+async def test_cancel_during_the_autocaption_phase_never_starts_the_trainer(
+    service: JobService, tiny_captioner: str
+) -> None:
+    folder = make_images(service.workspace.training_data / "faces", 60)
+    job = service.submit_training(train_params(steps=4), autocaption=CaptionOptions(model=MODEL, suffix="END"))
+    while (current := service.get(job.id)).config.get("phase") != "captioning" or current.step < 1:
+        await asyncio.sleep(0.02)
+    service.cancel(job.id)
+    final = await service.wait(job.id, timeout=120)
+    assert final.status == JobStatus.cancelled and final.config["phase"] == "captioning"
+    assert "Dataset: " not in (service.workspace.root / str(final.log_path)).read_text()  # no trainer ran
+    captions = list(folder.glob("*.txt"))
+    assert 1 <= len(captions) < 60 and all(p.read_text().endswith("END\n") for p in captions)

@@ -104,3 +104,9 @@ def test_thumbnails_fit_the_size_and_keep_the_aspect(store: CaptionStore) -> Non
         assert thumb.size == (40, 20)  # never enlarged
     with pytest.raises(InvalidInput, match="size"):
         store.thumbnail("faces", "a.png", 4)
+
+
+def test_a_broken_image_gets_a_clear_error_not_a_crash(store: CaptionStore) -> None:
+    (folder_of(store) / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    with pytest.raises(InvalidInput, match=r"'broken\.png' could not be decoded for a preview"):
+        store.thumbnail("faces", "broken.png", 32)
