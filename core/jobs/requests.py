@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
 
 from core.jobs.caption import CaptionOptions, CaptionParams
 from core.jobs.generation import GenerateParams
@@ -16,11 +16,31 @@ AUTOCAPTION_DESCRIPTION = (
 )
 
 
+def _autocaption(value: Any) -> Any:
+    # true and false read as the options they mean, so a bad object's error names its own field
+    # (autocaption.modle) rather than the boolean branch of a union.
+    if value is True:
+        return CaptionOptions()
+    if value is False or value is None:
+        return None
+    if not isinstance(value, dict | CaptionOptions):
+        raise ValueError("must be true, false or an object with model, prefix, suffix and max_length")
+    return value
+
+
+def _boolean_too(schema: dict[str, Any]) -> None:
+    # The schema shows what callers may send: true/false as well as the options object.
+    schema.setdefault("anyOf", []).insert(0, {"type": "boolean"})
+
+
+Autocaption = Annotated[CaptionOptions | None, BeforeValidator(_autocaption)]
+
+
 class TrainRequest(TrainParams):
     """Start a LoRA training from simple parameters; lorapod writes the ai-toolkit config."""
 
     type: Literal["train"] = "train"
-    autocaption: bool | CaptionOptions = Field(False, description=AUTOCAPTION_DESCRIPTION)
+    autocaption: Autocaption = Field(None, description=AUTOCAPTION_DESCRIPTION, json_schema_extra=_boolean_too)
 
 
 class TrainYamlRequest(BaseModel):
@@ -34,7 +54,7 @@ class TrainYamlRequest(BaseModel):
         min_length=1,
         description="The ai-toolkit config as YAML text (`config` is accepted too, as the seed did).",
     )
-    autocaption: bool | CaptionOptions = Field(False, description=AUTOCAPTION_DESCRIPTION)
+    autocaption: Autocaption = Field(None, description=AUTOCAPTION_DESCRIPTION, json_schema_extra=_boolean_too)
 
     @property
     def text(self) -> str:
@@ -53,13 +73,6 @@ class CaptionRequest(CaptionParams):
 
     # "caption" on REST, "caption_dataset" on the contract; each adapter takes both.
     type: Literal["caption", "caption_dataset"] = "caption"
-
-
-def autocaption_options(value: bool | CaptionOptions) -> CaptionOptions | None:
-    """The caption options a training's autocaption field asks for, None when off."""
-    if isinstance(value, CaptionOptions):
-        return value
-    return CaptionOptions() if value else None
 
 
 AnyJobRequest = TrainRequest | TrainYamlRequest | GenerateRequest | CaptionRequest

@@ -22,7 +22,7 @@ from core.jobs.caption import CaptionOptions, CaptionParams, caption_config, che
 from core.jobs.generation import GenerateParams, build_generation_request, generation_config
 from core.jobs.notify import Notifier
 from core.jobs.recovery import recover_jobs
-from core.jobs.requests import CaptionRequest, JobRequest, TrainRequest, TrainYamlRequest, autocaption_options
+from core.jobs.requests import CaptionRequest, JobRequest, TrainRequest, TrainYamlRequest
 from core.jobs.rows import Job, JobStatus, JobType, new_job_id, utcnow
 from core.jobs.runner import JobRunner
 from core.jobs.scheduler import Scheduler, Slot
@@ -182,11 +182,11 @@ class JobService:
         """Queue any job request (train, train_with_yaml, generate)."""
         if isinstance(request, TrainRequest):
             params = TrainParams.model_validate(request.model_dump(exclude={"type", "autocaption"}))
-            options = autocaption_options(request.autocaption)
-            return self.submit_training(params, idempotency_key=idempotency_key, autocaption=options)
+            return self.submit_training(params, idempotency_key=idempotency_key, autocaption=request.autocaption)
         if isinstance(request, TrainYamlRequest):
-            options = autocaption_options(request.autocaption)
-            return self.submit_training_yaml(request.text, idempotency_key=idempotency_key, autocaption=options)
+            return self.submit_training_yaml(
+                request.text, idempotency_key=idempotency_key, autocaption=request.autocaption
+            )
         if isinstance(request, CaptionRequest):
             return self.submit_caption(request, idempotency_key=idempotency_key)
         params_g = GenerateParams.model_validate(request.model_dump(exclude={"type"}))

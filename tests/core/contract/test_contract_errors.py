@@ -135,6 +135,21 @@ CASES: list[tuple[str, Any, str]] = [
     # generate (also by prompt alone)
     ("generate no prompt", {"type": "generate"}, "prompts: a prompt is required (prompt, or prompts as a list)"),
     # captions
+    (
+        "train autocaption typo",
+        {"type": "train", "training_name": "faces", "autocaption": {"modle": "blip-base"}},
+        "autocaption.modle: is not a known field",
+    ),
+    (
+        "train autocaption not a flag",
+        {"type": "train", "training_name": "faces", "autocaption": "yes"},
+        "autocaption: must be true, false or an object with model, prefix, suffix and max_length",
+    ),
+    (
+        "caption prefix on two lines",
+        {"type": "caption_dataset", "training_name": "faces", "prefix": "a\nb"},
+        "prefix: must be one line of text",
+    ),
     ("caption no dataset", {"type": "caption_dataset"}, "training_name: is required"),
     (
         "caption unknown model",
