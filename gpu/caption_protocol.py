@@ -21,7 +21,7 @@ OP_SHUTDOWN = "shutdown"  # cancels the current request and exits 0; so does the
 
 # Events leave on the worker's original stdout, one JSON object a line, named by their "event" key. Fields:
 #   ready {pid, device, version}, loading {id, model}, progress {id, index, total, image},
-#   caption {id, index, image, path, caption}, done {id, status, loads, model, written, skipped},
+#   caption {id, index, image, path, caption}, done {id, status, loads, model, written, skipped, unreadable},
 #   error {id, message, loads, model}
 EVENT = "event"
 EVENT_READY = "ready"

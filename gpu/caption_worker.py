@@ -216,12 +216,20 @@ class Engine:
             raise ValueError(f"'{name}' has no tokenizer to turn the model's output into text")
         return model, processor, tokenizer
 
-    def describe(self, image_path: str, max_length: int) -> str:
-        """The model's caption of one image."""
+    @staticmethod
+    def read_image(path: str) -> Any:
+        """The image as RGB, or None when it cannot be decoded (the job goes on without it)."""
         from PIL import Image
 
-        with Image.open(image_path) as opened:
-            image = opened.convert("RGB")
+        try:
+            with Image.open(path) as opened:
+                return opened.convert("RGB")
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            log(f"cannot read {path}: {type(exc).__name__}: {exc}")
+            return None
+
+    def describe(self, image: Any, max_length: int) -> str:
+        """The model's caption of one RGB image."""
         inputs = self.processor(images=image, return_tensors="pt")
         tensors = {key: value.to(self.device) for key, value in inputs.items() if hasattr(value, "to")}
         if "pixel_values" in tensors:
@@ -231,29 +239,32 @@ class Engine:
         decoder = self.processor if hasattr(self.processor, "batch_decode") else self.tokenizer
         return str(decoder.batch_decode(output, skip_special_tokens=True)[0])
 
-    def caption(self, job: CaptionRequest) -> tuple[str, list[str], int]:
-        """Caption every image of job; returns the status, the caption files written and the images skipped."""
-        written: list[str] = []
-        skipped = 0
+    def caption(self, job: CaptionRequest) -> dict[str, Any]:
+        """Caption every image of job; the done event's fields: status, written, skipped, unreadable."""
+        result: dict[str, Any] = {"status": wire.STATUS_COMPLETED, "written": [], "skipped": 0, "unreadable": []}
         total = len(job.images)
-        for index, image in enumerate(job.images):
+        for index, path in enumerate(job.images):
             if self.cancel.is_set():
-                return wire.STATUS_CANCELLED, written, skipped
-            self.protocol.emit(wire.EVENT_PROGRESS, id=job.id, index=index, total=total, image=image)
-            target = wire.caption_path(image)
+                return {**result, "status": wire.STATUS_CANCELLED}
+            self.protocol.emit(wire.EVENT_PROGRESS, id=job.id, index=index, total=total, image=path)
+            target = wire.caption_path(path)
             # Checked again here: a caption written (or an image deleted) since the job was queued wins.
-            if not os.path.isfile(image) or (not job.overwrite and os.path.exists(target)):
-                skipped += 1
+            if not os.path.isfile(path) or (not job.overwrite and os.path.exists(target)):
+                result["skipped"] += 1
+                continue
+            image = self.read_image(path)
+            if image is None:
+                result["unreadable"].append(path)
                 continue
             self.ensure_model(job)
             text = wire.compose_caption(self.describe(image, job.max_length), job)
             if self.cancel.is_set():  # cancelled while the model was busy: this caption is not written
-                return wire.STATUS_CANCELLED, written, skipped
+                return {**result, "status": wire.STATUS_CANCELLED}
             atomic_write_text(target, text)
-            written.append(target)
-            self.protocol.emit(wire.EVENT_CAPTION, id=job.id, index=index, image=image, path=target, caption=text)
+            result["written"].append(target)
+            self.protocol.emit(wire.EVENT_CAPTION, id=job.id, index=index, image=path, path=target, caption=text)
         self.protocol.emit(wire.EVENT_PROGRESS, id=job.id, index=total, total=total, image=None)
-        return wire.STATUS_COMPLETED, written, skipped
+        return result
 
     def recover(self) -> None:
         """After a failed request: free cached memory, keep the model."""
@@ -270,17 +281,12 @@ def handle(engine: Engine, protocol: Protocol, message: dict[str, Any]) -> None:
         if job.log_path:
             redirect_output(job.log_path)
         log(f"request {job.id}: {len(job.images)} image(s) with {job.model}")
-        status, written, skipped = engine.caption(job)
-        log(f"request {job.id}: {status}, {len(written)} caption(s) written, {skipped} skipped")
-        protocol.emit(
-            wire.EVENT_DONE,
-            id=request_id,
-            status=status,
-            loads=engine.loads,
-            model=engine.model_key,
-            written=written,
-            skipped=skipped,
+        result = engine.caption(job)
+        log(
+            f"request {job.id}: {result['status']}, {len(result['written'])} caption(s) written, "
+            f"{result['skipped']} skipped, {len(result['unreadable'])} unreadable"
         )
+        protocol.emit(wire.EVENT_DONE, id=request_id, loads=engine.loads, model=engine.model_key, **result)
     except Exception as exc:
         traceback.print_exc()
         engine.recover()

@@ -51,13 +51,18 @@ class CaptioningRequest(wire.CaptionParams):
 
 @dataclass(frozen=True)
 class CaptioningOutcome:
-    """How a request ended, the caption files it wrote, the images it skipped, and the model load counter."""
+    """How a request ended, the caption files it wrote, the images it skipped, and the model load counter.
+
+    skipped: images that had a caption (or were gone) by the time they were reached; unreadable: images that
+    could not be decoded, left without a caption.
+    """
 
     status: Literal["completed", "cancelled", "failed"]
     written: list[Path]
     skipped: int
     error: str | None
     loads: int
+    unreadable: list[Path] = dataclasses.field(default_factory=list)
 
 
 class WarmCaptioner:
@@ -234,7 +239,9 @@ class WarmCaptioner:
                 self.loaded_model = event.get("model")
                 cancelled = event.get("status") == wire.STATUS_CANCELLED
                 skipped = int(event.get("skipped", 0))
-                return CaptioningOutcome("cancelled" if cancelled else "completed", written, skipped, None, self.loads)
+                unreadable = [Path(p) for p in event.get("unreadable") or []]
+                status: Literal["completed", "cancelled"] = "cancelled" if cancelled else "completed"
+                return CaptioningOutcome(status, written, skipped, None, self.loads, unreadable)
             elif kind == wire.EVENT_ERROR:
                 self.loads = int(event.get("loads", self.loads))
                 self.loaded_model = event.get("model")

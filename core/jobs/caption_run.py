@@ -77,7 +77,7 @@ class CaptionExecution:
         """Caption what needs it now; progress counts images, the summary lands in the job's config."""
         request = captioning_request(self.job.id, self.config, self.workspace)
         total = len(request.images)
-        self._summary(images=total, written=0, skipped=0)
+        self._summary(images=total, written=0, skipped=0, unreadable=[])
         self.life.progress(Progress(step=0, total=total))
         self.life.flush_progress()
         if self.stopped:
@@ -89,7 +89,8 @@ class CaptionExecution:
             request, on_progress=self.life.progress, on_caption=lambda path, _text: written.append(path)
         )
         self.life.flush_progress()
-        self._summary(images=total, written=len(outcome.written), skipped=outcome.skipped)
+        unreadable = [self.workspace.relative(p) for p in outcome.unreadable]
+        self._summary(images=total, written=len(outcome.written), skipped=outcome.skipped, unreadable=unreadable)
         return ExecutionResult(JobStatus(outcome.status), outcome.error)
 
     def stop(self) -> None:
@@ -97,7 +98,7 @@ class CaptionExecution:
         self.stopped = True
         self.captioner.cancel()
 
-    def _summary(self, **counts: int) -> None:
+    def _summary(self, **counts: int | list[str]) -> None:
         record = {"model": self.config["model"], **counts}
         config = {**self.store.get(self.job.id).config, "captioning": record}
         self.store.update(self.job.id, config=config)

@@ -192,6 +192,20 @@ async def test_a_model_that_cannot_caption_fails_clearly_and_the_worker_carries_
 
 
 @on_module_loop
+async def test_an_undecodable_image_is_left_uncaptioned_and_the_job_goes_on(
+    captioner: WarmCaptioner, root: Path
+) -> None:
+    folder = make_dataset(root, 2)
+    (folder / "img_0.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # a PNG header, no image
+    request = make_request(root, sorted(folder.glob("*.png")))
+    outcome = await captioner.caption(request)
+    assert outcome.status == "completed", outcome.error
+    assert outcome.unreadable == [folder / "img_0.png"] and outcome.written == [folder / "img_1.txt"]
+    assert not (folder / "img_0.txt").exists()
+    assert f"cannot read {folder / 'img_0.png'}" in (root / "logs" / f"{request.job_id}.log").read_text()
+
+
+@on_module_loop
 async def test_no_token_in_captions_or_logs(captioner: WarmCaptioner, root: Path) -> None:
     for path in root.rglob("*"):
         if path.is_file() and path.suffix in (".txt", ".log"):

@@ -47,6 +47,7 @@ async def test_a_caption_job_captions_the_images_without_one_and_the_model_stays
         "images": 2,
         "written": 2,
         "skipped": 0,
+        "unreadable": [],
     }
     for index in (0, 2):
         text = (folder / f"img_{index:02d}.txt").read_text()
