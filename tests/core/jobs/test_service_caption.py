@@ -160,3 +160,16 @@ async def test_cancel_during_the_autocaption_phase_never_starts_the_trainer(
     assert "Dataset: " not in (service.workspace.root / str(final.log_path)).read_text()  # no trainer ran
     captions = list(folder.glob("*.txt"))
     assert 1 <= len(captions) < 60 and all(p.read_text().endswith("END\n") for p in captions)
+
+
+async def test_a_training_takes_the_slot_from_the_warm_captioner(service: JobService, tiny_captioner: str) -> None:
+    make_images(service.workspace.training_data / "faces", 2)
+    captioned = await service.wait(service.submit_caption(caption_params()).id, timeout=120)
+    assert captioned.status == JobStatus.completed, captioned.error
+    slot = service.scheduler.slots[0]
+    assert slot.captioner is not None and slot.captioner.running
+    worker_pid = slot.captioner.pid
+    train = await service.wait(service.submit_training(train_params(steps=3)).id, timeout=60)
+    assert train.status == JobStatus.completed, train.error
+    assert slot.captioner is None  # shut down so the trainer got the whole GPU
+    assert worker_pid is not None and not Path(f"/proc/{worker_pid}").exists()
