@@ -39,10 +39,11 @@ lint: dev  ## ruff, the format check and the type check, as CI runs them
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-bench: dev  ## benchmarks: runner overhead, job start latency, warm generation
+bench: dev  ## benchmarks: runner overhead, job start latency, warm generation and captioning
 	$(PY) bench/bench_runner.py
 	$(PY) bench/bench_start.py
 	$(PY) bench/bench_generation.py
+	$(PY) bench/bench_caption.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

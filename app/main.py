@@ -12,7 +12,7 @@ from app.deps import Authorized
 from app.docs import install_docs
 from app.errors import install_error_handlers
 from app.http_metrics import HttpMetricsMiddleware
-from app.routes import datasets, files, health, job_outputs, jobs, model_catalog, runpod
+from app.routes import captions, datasets, files, health, job_outputs, jobs, model_catalog, runpod
 from app.shutdown import install_drain
 from core import __version__
 from core.jobs.service import JobService
@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None, *, warn_without_key: bool = Tru
         generate_unique_id_function=lambda route: route.name,
         openapi_tags=[
             {"name": "jobs", "description": "Trainings and generations: start, follow, cancel, download."},
-            {"name": "datasets", "description": "Training images and captions."},
+            {"name": "datasets", "description": "Training images and captions: uploads, caption editing, previews."},
             {"name": "models", "description": "Trained LoRAs and base models on disk."},
             {"name": "files", "description": "Browse and download the workspace."},
             {"name": "health", "description": "Details, liveness and readiness probes, and metrics."},
@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None, *, warn_without_key: bool = Tru
     app.add_middleware(HttpMetricsMiddleware)
     install_docs(app)
     app.include_router(health.router)
-    for module in (jobs, job_outputs, datasets, model_catalog, files, runpod):
+    for module in (jobs, job_outputs, datasets, captions, model_catalog, files, runpod):
         app.include_router(module.router, dependencies=[Authorized])
     return app
 

@@ -35,14 +35,22 @@ class StartFailed(Exception):
     """The worker could not even be started (e.g. no such interpreter)."""
 
 
-async def spawn_worker(python: str, *, cwd: Path, env: dict[str, str], log_path: Path) -> asyncio.subprocess.Process:
-    """Start generate_worker in its own session, its stdout and stderr appended to log_path."""
+async def spawn_worker(
+    python: str,
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    log_path: Path,
+    script: Path = WORKER_SCRIPT,
+    label: str = "generation worker",
+) -> asyncio.subprocess.Process:
+    """Start a worker script (generate_worker by default) in its own session, its output appended to log_path."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         return await asyncio.create_subprocess_exec(
             python,
-            str(WORKER_SCRIPT),
+            str(script),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=log_fd,
@@ -52,7 +60,7 @@ async def spawn_worker(python: str, *, cwd: Path, env: dict[str, str], log_path:
             limit=_STREAM_LIMIT,
         )
     except OSError as exc:
-        raise StartFailed(f"could not start the generation worker with {python}: {exc}") from exc
+        raise StartFailed(f"could not start the {label} with {python}: {exc}") from exc
     finally:
         os.close(log_fd)  # the worker holds its own copy
 

@@ -83,6 +83,18 @@ REQUEST_EXAMPLES: dict[str, dict[str, Any]] = {
             "num_images": 2,
         },
     },
+    "caption": {
+        "summary": "Caption a dataset's images",
+        "description": "Writes a caption for every image that has none (`overwrite: true`: for every image) "
+        "with a captioning model on a GPU slot. `[trigger]` in prefix or suffix becomes the trigger word.",
+        "value": {
+            "type": "caption",
+            "training_name": "my_dataset",
+            "prefix": "a photo of [trigger],",
+            "trigger_word": "sks",
+            "overwrite": False,
+        },
+    },
 }
 
 
@@ -100,7 +112,8 @@ def _accepted(request: Request, response: Response, job: Job) -> dict[str, Any]:
     status_code=202,
     summary="Start a job",
     description=(
-        "Queue a training (`train`, `train_with_yaml`) or a generation (`generate`). The body is the same "
+        "Queue a training (`train`, `train_with_yaml`, either with `autocaption`), a generation (`generate`) "
+        "or a caption job (`caption`). The body is the same "
         "`{type, ...fields}` object the RunPod handler takes as `input`. The answer is the queued job with "
         "`links` to follow it (`events`), read its log, cancel it and download its artifacts; `Location` "
         "points at the job.\n\n"
@@ -110,7 +123,9 @@ def _accepted(request: Request, response: Response, job: Job) -> dict[str, Any]:
     response_model=JobOut,
     responses={
         202: {"description": "The queued job (or, for a repeated Idempotency-Key, the job created before)."},
-        **error_responses(401, 413, 422, 503, fields=("training_name", "type", "steps", "lora", "Idempotency-Key")),
+        **error_responses(
+            400, 401, 413, 422, 503, fields=("training_name", "type", "steps", "lora", "Idempotency-Key")
+        ),
     },
 )
 def submit_job(

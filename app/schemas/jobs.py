@@ -127,6 +127,13 @@ class Job(Schema):
     updated_at: str | None = None
     params: dict[str, Any] = Field(default_factory=dict, description="The request's parameters, as given.")
     warnings: list[str] = Field(default_factory=list, description="What lorapod adjusted in the config, and why.")
+    captioning: dict[str, Any] | None = Field(
+        default=None,
+        description="A caption job's (or an autocaption phase's) `{model, images, written, skipped, unreadable}`.",
+    )
+    phase: str | None = Field(
+        default=None, description="`captioning`, then `training`, while a training with `autocaption` runs."
+    )
     output_dir: str | None = Field(default=None, description="Its output folder, relative to the workspace.")
     log_path: str | None = Field(default=None, description="Its log, relative to the workspace.")
     artifacts: list[Artifact] = Field(default_factory=list)

@@ -9,11 +9,13 @@ Outputs, by type:
 - `health`: the health object of `JobService.health` (core.health).
 - `upload_training_data`: the upload summary `{dataset, saved, skipped, renamed, images, captions,
   images_without_caption}`. A file whose content is not valid base64 refuses the whole call (nothing written).
-- `train`, `train_with_yaml`, `generate`: with `wait` (the default) the finished process; a process that failed
-  or was cancelled comes back with a top-level `error` too, so RunPod marks the call FAILED. With
+- `train`, `train_with_yaml`, `generate`, `caption_dataset`: with `wait` (the default) the finished process; a
+  process that failed or was cancelled comes back with a top-level `error` too, so RunPod marks the call FAILED. With
   `"wait": false`: `{process_id, status, type}` at once (the seed's behaviour).
 - `processes`: `{"processes": [process, ...], "next_cursor": str | None}`; filters `status`, `job_type`.
 - `process_status`, `cancel`: the process.
+- `list_captions`: `{dataset, total, captioned, images: [{image, caption, has_caption, size}], next_cursor}`;
+  `set_caption`: `{image, caption, has_caption, size}`.
 - `lora`: `{"loras": [...]}`; `list_models`: `{"base_models": [...], "loras": [...]}`; `list_files`: `{"files": [...]}`.
 - `download_file`, `download`, `bulk_download`: one chunk `{file_path, name, content (base64), size, offset,
   length, next_offset (null at the end), done, sha256 (of the whole file)}`; `download` adds `process_id`,
@@ -39,9 +41,11 @@ from core.contract.downloads import bulk_download, download, download_file
 from core.contract.inputs import (
     CONTRACT_INPUT_MODELS,
     CancelInput,
+    ListCaptionsInput,
     ListFilesInput,
     ProcessesInput,
     ProcessStatusInput,
+    SetCaptionInput,
     UploadInput,
 )
 from core.contract.validation import parse
@@ -55,7 +59,7 @@ from core.storage.files import list_files
 
 log = logging.getLogger("lorapod.dispatcher")
 
-CONTRACT_TYPES = (
+SEED_TYPES = (
     "health",
     "upload_training_data",
     "train",
@@ -71,6 +75,9 @@ CONTRACT_TYPES = (
     "list_files",
     "download_file",
 )
+# lorapod's extensions of the seed's fourteen: a caption job and caption editing.
+EXTENSION_TYPES = ("caption_dataset", "list_captions", "set_caption")
+CONTRACT_TYPES = SEED_TYPES + EXTENSION_TYPES
 ProgressCallback = Callable[[dict[str, Any]], None]
 # Beyond the trainer's own SIGINT-to-SIGKILL grace: time for it to exit and the job to be marked.
 _STOP_SLACK_SECONDS = 30.0
@@ -292,6 +299,14 @@ def _list_files(service: JobService, data: ListFilesInput) -> dict[str, Any]:
     return {"files": [info.to_dict() for info in found]}
 
 
+def _list_captions(service: JobService, data: ListCaptionsInput) -> dict[str, Any]:
+    return service.captions.page(data.training_name, limit=data.limit, cursor=data.cursor)
+
+
+def _set_caption(service: JobService, data: SetCaptionInput) -> dict[str, Any]:
+    return service.captions.set(data.training_name, data.image, data.caption)
+
+
 _HANDLERS: dict[str, Callable[[JobService, Any], dict[str, Any]]] = {
     "health": _health,
     "upload_training_data": _upload,
@@ -304,4 +319,6 @@ _HANDLERS: dict[str, Callable[[JobService, Any], dict[str, Any]]] = {
     "download_file": download_file,
     "download": download,
     "bulk_download": bulk_download,
+    "list_captions": _list_captions,
+    "set_caption": _set_caption,
 }

@@ -1,4 +1,4 @@
-"""Input models of the contract's eleven non-job types (the three job types live in core.jobs.requests).
+"""Input models of the contract's non-job types (the job types live in core.jobs.requests).
 
 Every model forbids unknown fields, so a misspelt field is an error that names it rather than a silent default.
 Each carries its own `type` literal because callers send the whole `input` object, `type` included.
@@ -72,7 +72,9 @@ class ProcessesInput(_Input):
 
     type: Literal["processes"] = "processes"
     status: Literal["queued", "running", "completed", "failed", "cancelled"] | None = None
-    job_type: Literal["train", "generate"] | None = Field(None, description="Only trainings or only generations.")
+    job_type: Literal["train", "generate", "caption"] | None = Field(
+        None, description="Only trainings, generations or caption jobs."
+    )
     limit: int = Field(50, ge=1, le=500, description="Processes per page.")
     cursor: str | None = Field(None, min_length=1, max_length=512, description="next_cursor of the previous page.")
 
@@ -155,6 +157,24 @@ class BulkDownloadInput(_ChunkInput):
         return given[0]
 
 
+class ListCaptionsInput(_Input):
+    """`list_captions`: a dataset's images with their captions, paged by image path."""
+
+    type: Literal["list_captions"] = "list_captions"
+    training_name: str = Field(..., min_length=1, max_length=64, description="The dataset.")
+    limit: int = Field(100, ge=1, le=500, description="Images per page.")
+    cursor: str | None = Field(None, min_length=1, max_length=1024, description="next_cursor of the previous page.")
+
+
+class SetCaptionInput(_Input):
+    """`set_caption`: replace one image's caption (written atomically)."""
+
+    type: Literal["set_caption"] = "set_caption"
+    training_name: str = Field(..., min_length=1, max_length=64, description="The dataset.")
+    image: str = Field(..., min_length=1, max_length=1024, description="The image, relative to the dataset.")
+    caption: str = Field(..., description="The new caption text (one file, at most 4000 characters).")
+
+
 CONTRACT_INPUT_MODELS: dict[str, type[BaseModel]] = {
     "health": HealthInput,
     "upload_training_data": UploadInput,
@@ -167,4 +187,6 @@ CONTRACT_INPUT_MODELS: dict[str, type[BaseModel]] = {
     "bulk_download": BulkDownloadInput,
     "list_files": ListFilesInput,
     "download_file": DownloadFileInput,
+    "list_captions": ListCaptionsInput,
+    "set_caption": SetCaptionInput,
 }

@@ -52,6 +52,10 @@ def job_view(job: Job) -> dict[str, Any]:
         "updated_at": iso(job.updated_at),
         "params": job.params,
         "warnings": job.config.get("warnings", []) if isinstance(job.config, dict) else [],
+        # captioning: {model, images, written, skipped, unreadable} of a caption job or a training's autocaption phase;
+        # phase: "captioning" then "training" while a training with autocaption runs
+        "captioning": job.config.get("captioning") if isinstance(job.config, dict) else None,
+        "phase": job.config.get("phase") if isinstance(job.config, dict) else None,
         "output_dir": job.output_dir,
         "log_path": job.log_path,
         "artifacts": job.artifacts,

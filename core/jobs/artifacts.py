@@ -30,11 +30,14 @@ def side_artifacts(job: Job, workspace: Workspace) -> list[dict[str, Any]]:
 
 def current_artifacts(job: Job, workspace: Workspace) -> list[dict[str, Any]]:
     """A job's artifacts as on disk now (used after restarts and for finished jobs)."""
-    found = (
-        scan_training(job, workspace)
-        if job.type == JobType.train
-        else scan_generated(workspace.root / str(job.output_dir))
-    )
+    if job.type == JobType.caption:  # a caption job writes into its dataset: only its log is its own
+        found = []
+    else:
+        found = (
+            scan_training(job, workspace)
+            if job.type == JobType.train
+            else scan_generated(workspace.root / str(job.output_dir))
+        )
     return [artifact_record(a, workspace) for a in found] + side_artifacts(job, workspace)
 
 

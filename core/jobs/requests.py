@@ -4,16 +4,43 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
 
+from core.jobs.caption import CaptionOptions, CaptionParams
 from core.jobs.generation import GenerateParams
 from core.training.params import TrainParams
+
+AUTOCAPTION_DESCRIPTION = (
+    "Caption the images that have none before training, as the job's first phase (`phase: captioning`): "
+    "`true` with the default captioning model, or an object with `model`, `prefix`, `suffix`, `max_length`."
+)
+
+
+def _autocaption(value: Any) -> Any:
+    # true and false read as the options they mean, so a bad object's error names its own field
+    # (autocaption.modle) rather than the boolean branch of a union.
+    if value is True:
+        return CaptionOptions()
+    if value is False or value is None:
+        return None
+    if not isinstance(value, dict | CaptionOptions):
+        raise ValueError("must be true, false or an object with model, prefix, suffix and max_length")
+    return value
+
+
+def _boolean_too(schema: dict[str, Any]) -> None:
+    # The schema shows what callers may send: true/false as well as the options object.
+    schema.setdefault("anyOf", []).insert(0, {"type": "boolean"})
+
+
+Autocaption = Annotated[CaptionOptions | None, BeforeValidator(_autocaption)]
 
 
 class TrainRequest(TrainParams):
     """Start a LoRA training from simple parameters; lorapod writes the ai-toolkit config."""
 
     type: Literal["train"] = "train"
+    autocaption: Autocaption = Field(None, description=AUTOCAPTION_DESCRIPTION, json_schema_extra=_boolean_too)
 
 
 class TrainYamlRequest(BaseModel):
@@ -27,6 +54,7 @@ class TrainYamlRequest(BaseModel):
         min_length=1,
         description="The ai-toolkit config as YAML text (`config` is accepted too, as the seed did).",
     )
+    autocaption: Autocaption = Field(None, description=AUTOCAPTION_DESCRIPTION, json_schema_extra=_boolean_too)
 
     @property
     def text(self) -> str:
@@ -40,11 +68,21 @@ class GenerateRequest(GenerateParams):
     type: Literal["generate"] = "generate"
 
 
-JobRequest = Annotated[TrainRequest | TrainYamlRequest | GenerateRequest, Field(discriminator="type")]
-JOB_REQUEST_MODELS: dict[str, type[TrainRequest | TrainYamlRequest | GenerateRequest]] = {
+class CaptionRequest(CaptionParams):
+    """Caption a dataset's images with a captioning model (by default only those without a caption)."""
+
+    # "caption" on REST, "caption_dataset" on the contract; each adapter takes both.
+    type: Literal["caption", "caption_dataset"] = "caption"
+
+
+AnyJobRequest = TrainRequest | TrainYamlRequest | GenerateRequest | CaptionRequest
+JobRequest = Annotated[AnyJobRequest, Field(discriminator="type")]
+JOB_REQUEST_MODELS: dict[str, type[AnyJobRequest]] = {
     "train": TrainRequest,
     "train_with_yaml": TrainYamlRequest,
     "generate": GenerateRequest,
+    "caption_dataset": CaptionRequest,
+    "caption": CaptionRequest,
 }
 
 

@@ -29,9 +29,10 @@ class JobType(StrEnum):
 
     train = "train"  # ai-toolkit's run.py on a config lorapod wrote or validated
     generate = "generate"  # lorapod's generation worker
+    caption = "caption"  # lorapod's caption worker on a dataset (a string column: no migration)
 
 
-ID_PREFIXES = {JobType.train: "train", JobType.generate: "gen"}
+ID_PREFIXES = {JobType.train: "train", JobType.generate: "gen", JobType.caption: "cap"}
 
 
 def new_job_id(job_type: JobType) -> str:

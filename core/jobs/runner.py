@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from core.jobs.artifacts import side_artifacts
+from core.jobs.caption_run import AutocaptionTraining, CaptionExecution, release_captioner, slot_captioner
 from core.jobs.executions import (
     Execution,
     ExecutionResult,
@@ -104,6 +106,8 @@ class JobRunner:
         )
 
     async def _prepare(self, job: Job, slot: Slot, life: JobLifecycle) -> Execution:
+        if job.type == JobType.caption:
+            return self._captioning(job, job.config, slot, life)
         if job.type == JobType.train:
             if slot.generator is not None:  # a training needs the whole GPU: the warm generator goes
                 await slot.generator.shutdown()
@@ -111,9 +115,17 @@ class JobRunner:
             # The launched config comes from the database, so a queued job survives a lost output folder.
             config_text = dump_yaml(job.config["ai_toolkit"])
             atomic_write_text(self.workspace.root / job.config["config_path"], config_text, durable=False)
-            return TrainerExecution.launch(
-                job=job, gpu=slot.gpu, settings=self.settings, workspace=self.workspace, life=life
-            )
+
+            def launch() -> TrainerExecution:
+                return TrainerExecution.launch(
+                    job=job, gpu=slot.gpu, settings=self.settings, workspace=self.workspace, life=life
+                )
+
+            if job.config.get("autocaption"):  # the captioner gives the GPU up once the captions are written
+                captioning = self._captioning(job, job.config["autocaption"], slot, life)
+                return AutocaptionTraining(slot=slot, captioning=captioning, launch=launch, store=self.store, life=life)
+            await release_captioner(slot)
+            return launch()
         if slot.generator is None:
             slot.generator = WarmGenerator(
                 python=self.settings.ai_toolkit_python,
@@ -128,4 +140,10 @@ class JobRunner:
             request=generation_request(job, self.workspace),
             workspace=self.workspace,
             life=life,
+        )
+
+    def _captioning(self, job: Job, config: dict[str, Any], slot: Slot, life: JobLifecycle) -> CaptionExecution:
+        captioner = slot_captioner(slot, self.settings, self.workspace)
+        return CaptionExecution(
+            captioner=captioner, job=job, config=config, store=self.store, workspace=self.workspace, life=life
         )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from core.jobs.leases import lease_deadline
 from core.jobs.rows import Job, JobType, utcnow
 from core.jobs.store import JobStore
+from gpu.captioning import WarmCaptioner
 from gpu.generation import WarmGenerator
 from gpu.loop import call_soon
 
@@ -20,11 +21,12 @@ log = logging.getLogger("lorapod.scheduler")
 
 @dataclass
 class Slot:
-    """One GPU (or the CPU when there is none): at most one running job, maybe a warm generator."""
+    """One GPU (or the CPU when there is none): at most one running job, maybe a warm generator and captioner."""
 
     gpu: str | None
     job_id: str | None = None
     generator: WarmGenerator | None = None
+    captioner: WarmCaptioner | None = None
 
     @property
     def label(self) -> str:
@@ -107,7 +109,12 @@ class Scheduler:
                 if slot.warm_model and slot.warm_model == job.config.get("base_model"):
                     return slot
             return free[0]
-        cold = [slot for slot in free if slot.warm_model is None]
+        if job.type == JobType.caption:
+            for slot in free:
+                if slot.captioner and slot.captioner.running and slot.captioner.loaded_model == job.config.get("model"):
+                    return slot
+            return free[0]
+        cold = [slot for slot in free if slot.warm_model is None and not (slot.captioner and slot.captioner.running)]
         return (cold or free)[0]
 
     async def _run(self, job: Job, slot: Slot, adopted: bool) -> None:
@@ -123,9 +130,10 @@ class Scheduler:
         """Stop scheduling, stop warm generators and let job tasks go (their trainers keep running)."""
         self._loop = None
         for slot in self.slots:
-            if slot.generator is not None:
-                with contextlib.suppress(Exception):
-                    await slot.generator.shutdown()
+            for warm in (slot.generator, slot.captioner):
+                if warm is not None:
+                    with contextlib.suppress(Exception):
+                        await warm.shutdown()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:

@@ -23,12 +23,13 @@ from core.jobs.artifacts import (
     remove_job_files,
     require_outputs_here,
 )
+from core.jobs.caption import CaptionOptions, CaptionParams, caption_config, check_dataset
 from core.jobs.cluster import PodLink
 from core.jobs.executions import subprocess_env
 from core.jobs.generation import GenerateParams, build_generation_request, generation_config
 from core.jobs.notify import Notifier
 from core.jobs.recovery import recover_jobs
-from core.jobs.requests import JobRequest, TrainRequest, TrainYamlRequest
+from core.jobs.requests import CaptionRequest, JobRequest, TrainRequest, TrainYamlRequest
 from core.jobs.rows import Job, JobStatus, JobType, new_job_id, utcnow
 from core.jobs.runner import JobRunner
 from core.jobs.scheduler import Scheduler, Slot
@@ -37,6 +38,7 @@ from core.metrics import ServiceMetrics
 from core.readiness import GenerationProbe
 from core.settings import Settings
 from core.storage.bundles import BundleKeeper
+from core.storage.captions import CaptionStore
 from core.storage.datasets import DatasetStore
 from core.storage.workspace import Workspace
 from core.training.builder import TrainingPlan, build_training_config
@@ -63,6 +65,7 @@ class JobService:
             max_upload_bytes=settings.max_upload_bytes,
             max_zip_entries=settings.max_zip_entries,
         )
+        self.captions = CaptionStore(self.datasets)
         self.notifier = Notifier()
         self.metrics = ServiceMetrics()
         self.runner = JobRunner(
@@ -149,21 +152,52 @@ class JobService:
 
     # -- submission ----------------------------------------------------------------------
 
-    def submit_training(self, params: TrainParams, *, idempotency_key: str | None = None) -> Job:
+    def submit_training(
+        self,
+        params: TrainParams,
+        *,
+        idempotency_key: str | None = None,
+        autocaption: CaptionOptions | None = None,
+    ) -> Job:
         """Queue a training from simple parameters; lorapod writes the ai-toolkit config."""
         self._require_toolkit()
         job_id = new_job_id(JobType.train)
         plan = build_training_config(params, workspace=self.workspace, job_id=job_id)
-        return self._queue_training(job_id, plan, params.model_dump(mode="json"), idempotency_key)
+        stored = params.model_dump(mode="json")
+        return self._queue_training(job_id, plan, stored, idempotency_key, autocaption)
 
-    def submit_training_yaml(self, yaml_text: str, *, idempotency_key: str | None = None) -> Job:
+    def submit_training_yaml(
+        self, yaml_text: str, *, idempotency_key: str | None = None, autocaption: CaptionOptions | None = None
+    ) -> Job:
         """Queue a training from a whole ai-toolkit config given as YAML."""
         self._require_toolkit()
         job_id = new_job_id(JobType.train)
         plan = parse_yaml_config(
             yaml_text, workspace=self.workspace, job_id=job_id, max_bytes=self.settings.max_yaml_bytes
         )
-        return self._queue_training(job_id, plan, {"yaml_config_bytes": len(yaml_text.encode())}, idempotency_key)
+        stored = {"yaml_config_bytes": len(yaml_text.encode())}
+        return self._queue_training(job_id, plan, stored, idempotency_key, autocaption)
+
+    def submit_caption(self, params: CaptionParams, *, idempotency_key: str | None = None) -> Job:
+        """Queue a caption job on a dataset: it runs on a slot's warm captioner."""
+        folder = check_dataset(self.workspace, params.training_name)
+        config = caption_config(
+            params, [folder], self.workspace, overwrite=params.overwrite, trigger_word=params.trigger_word
+        )
+        job_id = new_job_id(JobType.caption)
+        job = Job(
+            id=job_id,
+            type=JobType.caption,
+            status=JobStatus.queued,
+            name=f"caption {params.training_name}",
+            dataset=params.training_name,
+            base_model=config["model"],
+            params=params.model_dump(mode="json", exclude={"type"}),
+            config=config,
+            log_path=self.workspace.relative(self.workspace.logs / f"{job_id}.log"),
+            idempotency_key=idempotency_key,
+        )
+        return self._enqueue(job)
 
     def submit_generation(self, params: GenerateParams, *, idempotency_key: str | None = None) -> Job:
         """Queue a generation on the warm generator."""
@@ -190,18 +224,39 @@ class JobService:
     def submit(self, request: JobRequest, *, idempotency_key: str | None = None) -> Job:
         """Queue any job request (train, train_with_yaml, generate)."""
         if isinstance(request, TrainRequest):
-            params = TrainParams.model_validate(request.model_dump(exclude={"type"}))
-            return self.submit_training(params, idempotency_key=idempotency_key)
+            params = TrainParams.model_validate(request.model_dump(exclude={"type", "autocaption"}))
+            return self.submit_training(params, idempotency_key=idempotency_key, autocaption=request.autocaption)
         if isinstance(request, TrainYamlRequest):
-            return self.submit_training_yaml(request.text, idempotency_key=idempotency_key)
+            return self.submit_training_yaml(
+                request.text, idempotency_key=idempotency_key, autocaption=request.autocaption
+            )
+        if isinstance(request, CaptionRequest):
+            return self.submit_caption(request, idempotency_key=idempotency_key)
         params_g = GenerateParams.model_validate(request.model_dump(exclude={"type"}))
         return self.submit_generation(params_g, idempotency_key=idempotency_key)
 
     def _queue_training(
-        self, job_id: str, plan: TrainingPlan, params: dict[str, Any], idempotency_key: str | None
+        self,
+        job_id: str,
+        plan: TrainingPlan,
+        params: dict[str, Any],
+        idempotency_key: str | None,
+        autocaption: CaptionOptions | None = None,
     ) -> Job:
         job_dir = self.workspace.output / job_id
         config_path = job_dir / "job_config.yaml"  # written when the job starts, from the stored config
+        extra: dict[str, Any] = {}
+        if autocaption is not None:
+            # ai-toolkit puts the training's trigger word into captions itself, so none is written here.
+            extra["autocaption"] = caption_config(
+                autocaption,
+                plan.datasets,
+                self.workspace,
+                overwrite=False,
+                trigger_word=None,
+                model_field="autocaption.model",
+            )
+            params = {**params, "autocaption": autocaption.model_dump(mode="json")}
         job = Job(
             id=job_id,
             type=JobType.train,
@@ -216,6 +271,7 @@ class JobService:
                 "config_path": self.workspace.relative(config_path),
                 "warnings": plan.warnings,
                 "ai_toolkit": plan.config,
+                **extra,
             },
             total_steps=plan.total_steps,
             log_path=self.workspace.relative(self.workspace.logs / f"{job_id}.log"),

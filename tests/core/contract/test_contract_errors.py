@@ -134,6 +134,59 @@ CASES: list[tuple[str, Any, str]] = [
     ),
     # generate (also by prompt alone)
     ("generate no prompt", {"type": "generate"}, "prompts: a prompt is required (prompt, or prompts as a list)"),
+    # captions
+    (
+        "train autocaption typo",
+        {"type": "train", "training_name": "faces", "autocaption": {"modle": "blip-base"}},
+        "autocaption.modle: is not a known field",
+    ),
+    (
+        "train autocaption not a flag",
+        {"type": "train", "training_name": "faces", "autocaption": "yes"},
+        "autocaption: must be true, false or an object with model, prefix, suffix and max_length",
+    ),
+    (
+        "caption prefix on two lines",
+        {"type": "caption_dataset", "training_name": "faces", "prefix": "a\nb"},
+        "prefix: must be one line of text",
+    ),
+    ("caption no dataset", {"type": "caption_dataset"}, "training_name: is required"),
+    (
+        "caption unknown model",
+        {"type": "caption_dataset", "training_name": "faces", "model": "blip"},
+        "model: unknown model 'blip': use a Hugging Face repo id 'org/name', one of blip-base, blip-large, "
+        "git-base, git-large, or a folder under models/",
+    ),
+    (
+        "caption missing dataset",
+        {"type": "caption_dataset", "training_name": "nobody"},
+        "training_name: dataset 'nobody' does not exist under training_data/",
+    ),
+    (
+        "caption bad max_length",
+        {"type": "caption_dataset", "training_name": "faces", "max_length": 0},
+        "max_length: input should be greater than or equal to 5",
+    ),
+    (
+        "list_captions missing dataset",
+        {"type": "list_captions", "training_name": "nobody"},
+        "training_name: dataset 'nobody' does not exist",
+    ),
+    (
+        "set_caption unknown image",
+        {"type": "set_caption", "training_name": "faces", "image": "img_9.png", "caption": "x"},
+        "image: 'img_9.png' is not an image of dataset 'faces'",
+    ),
+    (
+        "set_caption escaping image",
+        {"type": "set_caption", "training_name": "faces", "image": "../../lorapod.png", "caption": "x"},
+        "image: must stay inside the dataset",
+    ),
+    (
+        "set_caption too long",
+        {"type": "set_caption", "training_name": "faces", "image": "img_0.png", "caption": "x" * 4001},
+        "caption: is 4001 characters long; the limit is 4000",
+    ),
     ("prompt wrong size", {"prompt": "a cat", "width": 100}, "width: must be a multiple of 8"),
     (
         "generate escaping lora",

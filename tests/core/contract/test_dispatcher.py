@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from core.contract.dispatcher import CONTRACT_TYPES, ProgressReporter, dispatch
+from core.contract.dispatcher import CONTRACT_TYPES, EXTENSION_TYPES, SEED_TYPES, ProgressReporter, dispatch
 from core.contract.downloads import chunk_limit
 from core.jobs.rows import Job, JobType
 from core.jobs.service import JobService
@@ -48,7 +48,9 @@ async def wait_status(service: JobService, job_id: str, status: str, timeout: fl
 
 
 def test_fourteen_types() -> None:
-    assert len(CONTRACT_TYPES) == len(set(CONTRACT_TYPES)) == 14
+    assert len(SEED_TYPES) == len(set(SEED_TYPES)) == 14
+    assert EXTENSION_TYPES == ("caption_dataset", "list_captions", "set_caption")
+    assert len(set(CONTRACT_TYPES)) == 17 and set(SEED_TYPES) < set(CONTRACT_TYPES)
 
 
 async def test_wait_false_returns_the_process_id_at_once(service: JobService, faces: Path) -> None:
