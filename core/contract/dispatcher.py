@@ -13,7 +13,8 @@ Outputs, by type:
   or was cancelled comes back with a top-level `error` too, so RunPod marks the call FAILED. With
   `"wait": false`: `{process_id, status, type}` at once (the seed's behaviour).
 - `processes`: `{"processes": [process, ...], "next_cursor": str | None}`; filters `status`, `job_type`.
-- `process_status`, `cancel`: the process.
+- `process_status`, `cancel`: the process; `process_status` with `"metrics": true` adds `metrics`, the loss
+  history as `GET /jobs/{id}/metrics` (`since_step` to get only newer points).
 - `lora`: `{"loras": [...]}`; `list_models`: `{"base_models": [...], "loras": [...]}`; `list_files`: `{"files": [...]}`.
 - `download_file`, `download`, `bulk_download`: one chunk `{file_path, name, content (base64), size, offset,
   length, next_offset (null at the end), done, sha256 (of the whole file)}`; `download` adds `process_id`,
@@ -47,6 +48,7 @@ from core.contract.inputs import (
 from core.contract.validation import parse
 from core.contract.views import job_view
 from core.errors import Conflict, InvalidInput, LorapodError, NotFound
+from core.jobs.metrics_history import MetricsStore, metrics_view
 from core.jobs.requests import JOB_REQUEST_MODELS, job_type_of
 from core.jobs.rows import Job, JobStatus
 from core.jobs.service import JobService
@@ -266,7 +268,12 @@ def _processes(service: JobService, data: ProcessesInput) -> dict[str, Any]:
 
 
 def _process_status(service: JobService, data: ProcessStatusInput) -> dict[str, Any]:
-    return process_view(service.get(data.process_id))
+    job = service.get(data.process_id)
+    view = process_view(job)
+    if data.metrics:
+        series = MetricsStore(service.engine).get(job.id)
+        view["metrics"] = metrics_view(job, series, since_step=data.since_step)
+    return view
 
 
 def _cancel(service: JobService, data: CancelInput) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from core.jobs.metrics_history import MetricsRecorder
 from core.jobs.rows import JobStatus, utcnow
 from core.jobs.store import JobStore
 from core.storage.workspace import Workspace
@@ -37,6 +38,7 @@ class JobLifecycle:
         notify: Callable[[str], None],
         progress_interval: float,
         extra_artifacts: Callable[[], list[dict[str, object]]] | None = None,
+        metrics: MetricsRecorder | None = None,
     ) -> None:
         self.store = store
         self.workspace = workspace
@@ -46,6 +48,7 @@ class JobLifecycle:
         self._last_progress_write = 0.0
         self._pending: Progress | None = None
         self._extra_artifacts = extra_artifacts or (lambda: [])
+        self._metrics = metrics
 
     def started(self, *, pid: int | None) -> None:
         """The job's process is alive."""
@@ -56,6 +59,8 @@ class JobLifecycle:
         """Record progress, at most once per progress_interval (the rest is coalesced)."""
         now = time.monotonic()
         self._pending = progress
+        if self._metrics is not None:
+            self._metrics.add(progress)  # every state seen, not only the throttled ones written
         if now - self._last_progress_write < self._progress_interval:
             return
         self._write_progress(now)
@@ -79,6 +84,8 @@ class JobLifecycle:
             eta_seconds=progress.eta_seconds,
             loss=progress.loss,
         )
+        if self._metrics is not None:
+            self._metrics.flush()
         self._notify(self.job_id)
 
     def artifacts(self, artifacts: list[Artifact]) -> None:
@@ -90,6 +97,8 @@ class JobLifecycle:
     def finished(self, status: JobStatus, *, error: str | None = None, exit_code: int | None = None) -> None:
         """The job ended: final status, error and exit code; progress flushed first."""
         self.flush_progress()
+        if self._metrics is not None:
+            self._metrics.flush(final=True)
         fields: dict[str, object] = {"status": status, "finished_at": utcnow(), "error": error, "exit_code": exit_code}
         if status == JobStatus.completed:
             fields["eta_seconds"] = 0.0

@@ -9,6 +9,7 @@ from core.jobs.artifacts import side_artifacts
 from core.jobs.executions import Execution, GenerationExecution, TrainerExecution, scan_training, subprocess_env
 from core.jobs.generation import generation_request
 from core.jobs.lifecycle import JobLifecycle
+from core.jobs.metrics_history import LOSS_LOG_NAME, MetricsRecorder, MetricsStore, uses_loss_log
 from core.jobs.notify import Notifier
 from core.jobs.rows import Job, JobStatus, JobType
 from core.jobs.scheduler import Slot
@@ -51,6 +52,7 @@ class JobRunner:
             notify=self.notifier.notify,
             progress_interval=self.settings.progress_interval_seconds,
             extra_artifacts=lambda: side_artifacts(job, self.workspace),
+            metrics=self._metrics_recorder(job),
         )
         self.notifier.notify(job.id)
         try:
@@ -69,6 +71,14 @@ class JobRunner:
             life.finished(JobStatus.failed, error=f"internal error: {exc}")
         finally:
             self._executions.pop(job.id, None)
+
+    def _metrics_recorder(self, job: Job) -> MetricsRecorder | None:
+        """The loss history of a training (read from ai-toolkit's loss log when its config writes one)."""
+        if job.type != JobType.train:
+            return None
+        save_root = job.config.get("save_root")
+        loss_log = self.workspace.root / save_root / LOSS_LOG_NAME if save_root and uses_loss_log(job) else None
+        return MetricsRecorder(MetricsStore(self.store.engine), job.id, loss_log)
 
     async def _prepare(self, job: Job, slot: Slot, life: JobLifecycle) -> Execution:
         if job.type == JobType.train:
