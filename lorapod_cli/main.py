@@ -16,13 +16,12 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
+from lorapod_cli.actions import Backend, dataset_files, fetch_artifacts
 from lorapod_cli.config import resolve_target
 from lorapod_cli.endpoint import EndpointBackend
 from lorapod_cli.errors import CliError, ExitCode
 from lorapod_cli.render import job_table, jobs_table
 from lorapod_cli.rest import RestBackend
-from lorapod_cli.transfer import download as fetch_to_file
-from lorapod_cli.transfer import safe_relative
 from lorapod_cli.watch import Watch, follow_json
 
 app = typer.Typer(
@@ -32,10 +31,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-Backend = RestBackend | EndpointBackend
 F = TypeVar("F", bound=Callable[..., Any])
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
-CAPTION_SUFFIXES = {".txt", ".caption"}
 
 Url = Annotated[
     str | None, typer.Option("--url", envvar="LORAPOD_URL", help="A pod's REST API, e.g. http://127.0.0.1:8000.")
@@ -116,21 +112,6 @@ def health(url: Url = None, endpoint: Endpoint = None, as_json: Json = False) ->
         console().print_json(json.dumps(report, default=str))
     if report.get("status") not in (None, "ok"):
         raise typer.Exit(int(ExitCode.unreachable))
-
-
-def dataset_files(source: Path) -> list[Path]:
-    """The files to upload: a zip as it is, or a folder's images and captions."""
-    if source.is_file():
-        if source.suffix.lower() != ".zip":
-            raise CliError(f"DIR: {source} is a file but not a .zip", ExitCode.usage)
-        return [source]
-    if not source.is_dir():
-        raise CliError(f"DIR: {source} does not exist", ExitCode.usage)
-    wanted = IMAGE_SUFFIXES | CAPTION_SUFFIXES
-    files = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in wanted and p.name[0] != ".")
-    if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in files):
-        raise CliError(f"DIR: {source} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})", ExitCode.usage)
-    return files
 
 
 @app.command()
@@ -281,23 +262,6 @@ def cancel(
         emit(job)
     else:
         console().print(f"{job['id']}: {job['status']}{' (cancel requested)' if job.get('cancel_requested') else ''}")
-
-
-def fetch_artifacts(
-    client: Backend, job_id: str, artifacts: list[dict[str, Any]], out_dir: Path, *, quiet: bool
-) -> list[dict[str, Any]]:
-    """Download artifacts into out_dir (resuming, verified); their records with local paths."""
-    results = []
-    for artifact in artifacts:
-        name = str(artifact["name"])
-        dest = out_dir / safe_relative(name)
-        if isinstance(client, RestBackend):
-            fetch = functools.partial(client.download, str(artifact["url"]), dest)
-        else:
-            fetch = functools.partial(client.download, job_id, name)
-        saved = fetch_to_file(dest, fetch, console(), quiet=quiet)
-        results.append({"name": name, "kind": artifact.get("kind"), **saved})
-    return results
 
 
 @app.command()
