@@ -77,3 +77,52 @@ def test_phases() -> None:
     assert log_phase([bar, "Saving at step 5"]) == "saving"
     assert log_phase(["Generating baseline samples before training"]) == "sampling"
     assert log_phase(["unrelated"], "training") == "training"
+
+
+def test_the_series_is_stored_per_job_resumed_after_a_restart_and_deleted_with_its_job(tmp_path: Path) -> None:
+    from core.db import make_engine, migrate
+    from core.jobs.metrics_history import MetricsRecorder, MetricsStore
+    from core.jobs.store import JobStore
+    from gpu.progress import Progress
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    migrate(engine)
+    jobs, metrics = JobStore(engine), MetricsStore(engine)
+    jobs.insert(Job(id="train_aaaaaaaaaaaa", type="train", status="running", name="x"))
+    recorder = MetricsRecorder(metrics, "train_aaaaaaaaaaaa")
+    for step in (1, 2, 3):
+        recorder.add(Progress(step=step, total=10, loss=1.0 / step, lr=1e-4))
+    recorder.flush()
+    # A new server adopting the trainer continues the stored series.
+    adopted = MetricsRecorder(metrics, "train_aaaaaaaaaaaa")
+    adopted.add(Progress(step=4, total=10, loss=0.25))
+    adopted.flush(final=True)
+    assert [p[0] for p in metrics.get("train_aaaaaaaaaaaa").points] == [1, 2, 3, 4]
+    jobs.delete("train_aaaaaaaaaaaa")
+    assert metrics.get("train_aaaaaaaaaaaa").points == []
+
+
+def test_the_loss_log_replaces_the_bar_and_is_read_incrementally(tmp_path: Path) -> None:
+    from core.db import make_engine, migrate
+    from core.jobs.metrics_history import MetricsRecorder, MetricsStore
+    from core.jobs.store import JobStore
+    from gpu.progress import Progress
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    migrate(engine)
+    JobStore(engine).insert(Job(id="train_bbbbbbbbbbbb", type="train", status="running", name="x"))
+    log = tmp_path / "loss_log.db"
+    recorder = MetricsRecorder(MetricsStore(engine), "train_bbbbbbbbbbbb", log)
+    recorder.add(Progress(step=5, total=10, loss=9.0))
+    recorder.flush(final=True)  # no log yet: the bar's point is kept
+    assert recorder.series.points == [(5, 9.0, None)]
+    with sqlite3.connect(log) as db:
+        db.execute("CREATE TABLE metrics (step INTEGER, key TEXT, value_real REAL, value_text TEXT)")
+        db.executemany("INSERT INTO metrics VALUES (?, 'loss/loss', ?, NULL)", [(1, 0.5), (2, 0.4)])
+    recorder.flush(final=True)
+    assert recorder.series.points == [(1, 0.5, None), (2, 0.4, None)]
+    recorder.add(Progress(step=3, total=10, loss=7.0))  # the bar is ignored once the log has rows
+    with sqlite3.connect(log) as db:
+        db.execute("INSERT INTO metrics VALUES (3, 'loss/loss', 0.3, NULL)")
+    recorder.flush(final=True)
+    assert MetricsStore(engine).get("train_bbbbbbbbbbbb").points == [(1, 0.5, None), (2, 0.4, None), (3, 0.3, None)]
