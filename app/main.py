@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app.dashboard.routes import install_dashboard
 from app.deps import Authorized
 from app.docs import install_docs
 from app.errors import install_error_handlers
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None, *, warn_without_key: bool = Tru
     app.include_router(health.router)
     for module in (jobs, job_outputs, datasets, captions, model_catalog, files, runpod):
         app.include_router(module.router, dependencies=[Authorized])
+    install_dashboard(app)  # open: the page holds no data; its API calls send the key
     return app
 
 

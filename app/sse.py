@@ -18,7 +18,8 @@ from typing import Any
 
 from core.contract.views import progress_view
 from core.errors import InvalidInput, LorapodError
-from core.jobs.rows import Job
+from core.jobs.metrics_history import MetricsStore, log_phase, phase_of
+from core.jobs.rows import Job, JobType
 from core.jobs.service import JobService
 from core.storage.logs import read_log
 
@@ -94,10 +95,16 @@ class JobFeed:
         self._sent_progress = _progress_key(job)
         self._progress_at = 0.0
         self._known_artifacts = {str(a.get("name")) for a in job.artifacts}
+        self._metrics_store = MetricsStore(service.engine)
+        self._metrics_step = -1  # the newest loss point sent; a reconnect gets the whole series again
+        self._log_phase: str | None = None
+        self._sent_phase: str | None = None
 
     async def events(self) -> AsyncIterator[str]:
         """The feed: a snapshot, then changes as they happen, ending with the terminal status and `end`."""
         yield self._event("status", self.view(self.job))
+        for text in self._metrics_events(self.job):
+            yield text
         changes: asyncio.Queue[object] = asyncio.Queue()
         pump = asyncio.create_task(self._pump(changes), name=f"sse-{self.job.id}")
         last_sent = time.monotonic()
@@ -164,6 +171,7 @@ class JobFeed:
             return []
         self.cursor.log_offset = next_offset
         lines = text.splitlines()
+        self._log_phase = log_phase(lines, self._log_phase)
         return [self._event("log", {"lines": lines})] if lines else []
 
     def _change_events(self, job: Job) -> list[str]:
@@ -178,6 +186,7 @@ class JobFeed:
         now = time.monotonic()
         if _progress_key(job) != self._sent_progress and now - self._progress_at >= self.timing.progress_interval:
             out.append(self._progress(job, now))
+            out += self._metrics_events(job)
         if job.status != self._sent_status:
             self._sent_status = job.status
             out.append(self._event("status", self.view(job)))
@@ -188,6 +197,20 @@ class JobFeed:
         self._progress_at = now
         return self._event("progress", {"status": job.status, **progress_view(job)})
 
+    def _metrics_events(self, job: Job) -> list[str]:
+        """A `metrics` event with the loss points not sent yet and the trainer's phase, when either is new."""
+        if job.type != JobType.train:
+            return []
+        points = self._metrics_store.get(job.id).since(self._metrics_step)
+        phase = phase_of(job, self._log_phase)
+        if not points and phase == self._sent_phase:
+            return []
+        self._sent_phase = phase
+        if points:
+            self._metrics_step = points[-1][0]
+        data = {"phase": phase, "points": [{"step": s, "loss": loss, "lr": lr} for s, loss, lr in points]}
+        return [self._event("metrics", data)]
+
     def _final_events(self) -> list[str]:
         job = self.service.store.find(self.job.id) or self.job
         self.job = job
@@ -195,6 +218,7 @@ class JobFeed:
         out += self._change_events(job)
         if _progress_key(job) != self._sent_progress:
             out.append(self._progress(job, time.monotonic()))
+        out += self._metrics_events(job)
         out.append(self._event("status", self.view(job)))
         out.append(self._event("end", {"id": job.id, "status": job.status, "error": job.error}))
         return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import mimetypes
 from pathlib import Path as FsPath
 from typing import Annotated, Any
@@ -14,7 +15,7 @@ from app.deps import ServiceDep
 from app.errors import error_responses
 from app.schemas.files import FileList
 from core.errors import InvalidInput, NotFound
-from core.storage.files import KINDS, list_files
+from core.storage.files import KINDS, file_sha256, list_files
 
 router = APIRouter(tags=["files"])
 
@@ -84,6 +85,11 @@ def file_response(request: Request, path: FsPath, *, field: str = "path") -> Res
     if etag and etag in _etags(request.headers.get("if-none-match", "")):
         return Response(status_code=304, headers={"ETag": etag, "Cache-Control": "no-cache"})
     response.headers["Cache-Control"] = "no-cache"
+    if "sha-256" in request.headers.get("want-repr-digest", ""):
+        # RFC 9530: the whole file's digest, also on a 206, so a resumed download can be verified. Only on
+        # request, because hashing a large file the first time costs a full read.
+        digest = bytes.fromhex(file_sha256(path, stat))
+        response.headers["Repr-Digest"] = f"sha-256=:{base64.b64encode(digest).decode()}:"
     return response
 
 

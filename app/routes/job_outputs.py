@@ -11,9 +11,10 @@ from app.deps import ServiceDep
 from app.errors import error_responses, rename_fields
 from app.routes.files import DOWNLOAD_RESPONSES, file_response
 from app.routes.job_views import JobId, artifact_out, job_out, url_prefix
-from app.schemas.jobs import ArtifactList
+from app.schemas.jobs import ArtifactList, LossHistory
 from app.sse import SSE_HEADERS, EventCursor, JobFeed
 from core.errors import NotFound
+from core.jobs.metrics_history import MetricsStore, metrics_view
 from core.storage.logs import MAX_TAIL_LINES, read_log
 
 router = APIRouter(tags=["jobs"], dependencies=[rename_fields(process_id="job_id")])
@@ -68,6 +69,8 @@ def get_job_logs(
         "- `status`: the whole job (as `GET /jobs/{id}`); first a snapshot on connect, then at every status "
         "change;\n"
         "- `progress`: step, total, percent, rate, ETA and loss (at most every half second);\n"
+        '- `metrics` (trainings): `{"phase": ..., "points": [{step, loss, lr}, ...]}`, the loss points not sent '
+        "yet (the whole series first) and the trainer's phase, as `GET /jobs/{id}/metrics`;\n"
         "- `artifact`: a new checkpoint, sample or LoRA, with its download `url`;\n"
         '- `log`: `{"lines": [...]}`, new log lines, bar redraws collapsed;\n'
         "- `end`: `{id, status, error}` once the job has finished; the stream then closes;\n"
@@ -165,3 +168,26 @@ def download_artifact(
         raise NotFound(f"job '{job_id}' has no artifact named '{name}'", field="name")
     path = service.workspace.resolve(str(artifact["path"]), field="name")
     return file_response(request, path, field="name")
+
+
+@router.get(
+    "/jobs/{job_id}/metrics",
+    summary="Read a training's loss history",
+    description=(
+        "The loss (and learning rate) per step, from the trainer's progress bar or, when the config sets "
+        "`logging.use_ui_logger`, from ai-toolkit's own loss log. Long runs are downsampled: at most 1000 points, "
+        "`stride` steps apart. `since_step=N` gives only the points after step N (for polling). `phase` says "
+        "what the trainer does now: `queued`, `starting`, `training`, `sampling`, `saving`, or the final status. "
+        "A generation has no points."
+    ),
+    response_model=LossHistory,
+    responses={200: {"description": "The series."}, **error_responses(401, 404, 422, fields=("job_id", "since_step"))},
+)
+def job_metrics(
+    service: ServiceDep,
+    job_id: JobId,
+    since_step: Annotated[int, Query(ge=-1, le=2**62, description="Only points after this step.")] = -1,
+) -> dict[str, Any]:
+    """Read a training's loss history."""
+    job = service.get(job_id)
+    return metrics_view(job, MetricsStore(service.engine).get(job.id), since_step=since_step)

@@ -155,3 +155,32 @@ class ArtifactList(Schema):
     model_config = examples({"data": [ARTIFACT_EXAMPLE]})
 
     data: list[Artifact]
+
+
+LOSS_HISTORY_EXAMPLE: dict[str, Any] = {
+    "process_id": "train_ab12cd34ef56",
+    "phase": "training",
+    "stride": 1,
+    "points": [{"step": 1, "loss": 0.412, "lr": 0.0001}, {"step": 2, "loss": 0.398, "lr": 0.0001}],
+}
+
+
+class LossPoint(Schema):
+    """The loss (and learning rate) at one step."""
+
+    step: int
+    loss: float | None = None
+    lr: float | None = None
+
+
+class LossHistory(Schema):
+    """A training's loss history, downsampled to at most 1000 points `stride` steps apart."""
+
+    model_config = examples(LOSS_HISTORY_EXAMPLE)
+
+    process_id: str
+    phase: str | None = Field(
+        description="`queued`, `starting`, `training`, `sampling`, `saving`, or the final status."
+    )
+    stride: int = Field(description="Steps between two kept points.")
+    points: list[LossPoint]

@@ -13,7 +13,8 @@ Outputs, by type:
   process that failed or was cancelled comes back with a top-level `error` too, so RunPod marks the call FAILED. With
   `"wait": false`: `{process_id, status, type}` at once (the seed's behaviour).
 - `processes`: `{"processes": [process, ...], "next_cursor": str | None}`; filters `status`, `job_type`.
-- `process_status`, `cancel`: the process.
+- `process_status`, `cancel`: the process; `process_status` with `"metrics": true` adds `metrics`, the loss
+  history as `GET /jobs/{id}/metrics` (`since_step` to get only newer points).
 - `list_captions`: `{dataset, total, captioned, images: [{image, caption, has_caption, size}], next_cursor}`;
   `set_caption`: `{image, caption, has_caption, size}`.
 - `lora`: `{"loras": [...]}`; `list_models`: `{"base_models": [...], "loras": [...]}`; `list_files`: `{"files": [...]}`.
@@ -51,6 +52,7 @@ from core.contract.inputs import (
 from core.contract.validation import parse
 from core.contract.views import job_view
 from core.errors import Conflict, InvalidInput, LorapodError, NotFound
+from core.jobs.metrics_history import MetricsStore, metrics_view
 from core.jobs.requests import JOB_REQUEST_MODELS, job_type_of
 from core.jobs.rows import Job, JobStatus
 from core.jobs.service import JobService
@@ -275,7 +277,12 @@ def _processes(service: JobService, data: ProcessesInput) -> dict[str, Any]:
 
 
 def _process_status(service: JobService, data: ProcessStatusInput) -> dict[str, Any]:
-    return process_view(service.get(data.process_id))
+    job = service.get(data.process_id)
+    view = process_view(job)
+    if data.metrics:
+        series = MetricsStore(service.engine).get(job.id)
+        view["metrics"] = metrics_view(job, series, since_step=data.since_step)
+    return view
 
 
 def _cancel(service: JobService, data: CancelInput) -> dict[str, Any]:

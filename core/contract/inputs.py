@@ -84,6 +84,8 @@ class ProcessStatusInput(_Input):
 
     type: Literal["process_status"] = "process_status"
     process_id: str = Field(..., min_length=1, max_length=64)
+    metrics: bool = Field(False, description="Add the loss history (`metrics`: phase, stride, points).")
+    since_step: int = Field(-1, ge=-1, le=2**62, description="With metrics: only the points after this step.")
 
 
 class CancelInput(_Input):

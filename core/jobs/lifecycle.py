@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from core.jobs.metrics_history import MetricsRecorder
 from core.jobs.rows import Job, JobStatus, utcnow
 from core.jobs.store import JobStore
 from core.storage.workspace import Workspace
@@ -38,6 +39,7 @@ class JobLifecycle:
         progress_interval: float,
         extra_artifacts: Callable[[], list[dict[str, object]]] | None = None,
         on_first_progress: Callable[[], None] | None = None,
+        loss_history: MetricsRecorder | None = None,
     ) -> None:
         self.store = store
         self.workspace = workspace
@@ -48,6 +50,7 @@ class JobLifecycle:
         self._pending: Progress | None = None
         self._extra_artifacts = extra_artifacts or (lambda: [])
         self._on_first_progress = on_first_progress
+        self._loss_history = loss_history
 
     def started(self, *, pid: int | None) -> None:
         """The job's process is alive."""
@@ -61,6 +64,8 @@ class JobLifecycle:
             first, self._on_first_progress = self._on_first_progress, None
             first()
         self._pending = progress
+        if self._loss_history is not None:
+            self._loss_history.add(progress)  # every state seen, not only the throttled ones written
         if now - self._last_progress_write < self._progress_interval:
             return
         self._write_progress(now)
@@ -84,6 +89,8 @@ class JobLifecycle:
             eta_seconds=progress.eta_seconds,
             loss=progress.loss,
         )
+        if self._loss_history is not None:
+            self._loss_history.flush()
         self._notify(self.job_id)
 
     def artifacts(self, artifacts: list[Artifact]) -> None:
@@ -95,6 +102,8 @@ class JobLifecycle:
     def finished(self, status: JobStatus, *, error: str | None = None, exit_code: int | None = None) -> Job | None:
         """Record the end (progress flushed first); the job, or None when it had already ended (a cancel won)."""
         self.flush_progress()
+        if self._loss_history is not None:
+            self._loss_history.flush(final=True)
         fields: dict[str, object] = {"status": status, "finished_at": utcnow(), "error": error, "exit_code": exit_code}
         if status == JobStatus.completed:
             fields["eta_seconds"] = 0.0

@@ -19,6 +19,7 @@ from core.jobs.executions import (
 )
 from core.jobs.generation import generation_request
 from core.jobs.lifecycle import JobLifecycle
+from core.jobs.metrics_history import LOSS_LOG_NAME, MetricsRecorder, MetricsStore, uses_loss_log
 from core.jobs.notify import Notifier
 from core.jobs.rows import Job, JobStatus, JobType
 from core.jobs.scheduler import Slot
@@ -75,6 +76,7 @@ class JobRunner:
             on_first_progress=None
             if adopted
             else lambda: self.metrics.first_progress.labels(job.type).observe(time.monotonic() - began),
+            loss_history=self._loss_history(job),
         )
         job_context.set(job.id)  # this task's log lines carry the job id
         if not adopted:
@@ -104,6 +106,14 @@ class JobRunner:
             (final.status, final.started_at) if final else None,
             (result.status, result.exit_code) if result else None,
         )
+
+    def _loss_history(self, job: Job) -> MetricsRecorder | None:
+        """The loss history of a training (read from ai-toolkit's loss log when its config writes one)."""
+        if job.type != JobType.train:
+            return None
+        save_root = job.config.get("save_root")
+        loss_log = self.workspace.root / save_root / LOSS_LOG_NAME if save_root and uses_loss_log(job) else None
+        return MetricsRecorder(MetricsStore(self.store.engine), job.id, loss_log)
 
     async def _prepare(self, job: Job, slot: Slot, life: JobLifecycle) -> Execution:
         if job.type == JobType.caption:

@@ -202,6 +202,11 @@ def _hash_file(path: Path) -> str:
 _sha_cache = _ShaCache()
 
 
+def file_sha256(path: Path, stat: os.stat_result) -> str:
+    """A file's whole SHA-256 (hex), hashed once per version of the file."""
+    return _sha_cache.get(path, stat)
+
+
 def read_chunk(
     workspace: Workspace, path: str, *, offset: int = 0, length: int | None = None, max_length: int
 ) -> Chunk:

@@ -14,6 +14,7 @@ import os
 import random
 import re
 import signal
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -346,12 +347,21 @@ class Job:
         save_every = int(self.save.get("save_every", 250) or 0)
         sample_every = int(self.sample.get("sample_every", 250) or 0)
         bar = CURRENT_BAR = Bar(self.name, steps, 0, self.ascii_bar, sys.stderr)
+        loss_log = self.open_loss_log()
         for step in range(steps):
             if fail_at is not None and step == fail_at:
                 raise RuntimeError(f"simulated failure at step {step}")
             time.sleep(step_seconds)
             loss = 0.2 + 0.8 * math.exp(-step / 50) + self.rng.uniform(-0.02, 0.02)
             bar.set_postfix(f"lr: {lr:.1e} loss: {loss:.3e}")
+            if loss_log is not None:
+                # The UI logger keeps full precision; the bar shows 4 digits, so a test can tell the sources apart.
+                loss_log.execute("INSERT INTO steps VALUES (?, ?)", (step + 1, time.time()))
+                loss_log.executemany(
+                    "INSERT INTO metrics VALUES (?, ?, ?, NULL)",
+                    [(step + 1, "loss/loss", loss + 1e-7), (step + 1, "learning_rate", lr)],
+                )
+                loss_log.commit()
             for _ in range(redraws):
                 bar.draw()
             if step != 0 and save_every and step % save_every == 0:
@@ -365,6 +375,24 @@ class Job:
         if sampling:
             self.write_samples(steps)
         say()
+
+    def open_loss_log(self) -> sqlite3.Connection | None:
+        """ai-toolkit's loss_log.db (logging.use_ui_logger), with the real tables, or None when not enabled."""
+        if not (self.process.get("logging") or {}).get("use_ui_logger"):
+            return None
+        connection = sqlite3.connect(self.save_root / "loss_log.db")
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("CREATE TABLE IF NOT EXISTS steps (step INTEGER PRIMARY KEY, wall_time REAL)")
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS metric_keys"
+            " (key TEXT PRIMARY KEY, first_seen_step INTEGER, last_seen_step INTEGER)"
+        )
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS metrics (step INTEGER, key TEXT, value_real REAL, value_text TEXT,"
+            " PRIMARY KEY (step, key))"
+        )
+        connection.commit()
+        return connection
 
     def write_checkpoint(self, step: int | None, step_for_metadata: int | None = None) -> None:
         """A step checkpoint (or the final file when step is None), optimizer.pt, and pruning of old ones."""
