@@ -54,13 +54,22 @@ def disk_report(path: Path) -> dict[str, int | str]:
     return {"path": str(path), "free_bytes": usage.free, "total_bytes": usage.total}
 
 
-def health_report(*, settings: Settings, store: JobStore, slots: list[Slot], workspace_root: Path) -> dict[str, Any]:
-    """The health object: healthy when the database answers and ai-toolkit is found."""
+def health_report(
+    *,
+    settings: Settings,
+    store: JobStore,
+    slots: list[Slot],
+    workspace_root: Path,
+    storage: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The health object: healthy when the database answers, ai-toolkit is found and a configured bucket works."""
+    storage = storage or {"configured": False}
+    storage_ok = not storage.get("configured") or bool(storage.get("ok"))
     toolkit = toolkit_info(str(settings.ai_toolkit_dir) if settings.ai_toolkit_dir else None)
     database_ok = ping(store.engine)
     counts = store.counts_by_status() if database_ok else {}
     return {
-        "status": "ok" if database_ok and toolkit["found"] else "degraded",
+        "status": "ok" if database_ok and toolkit["found"] and storage_ok else "degraded",
         "version": __version__,
         "worker_id": settings.worker_id,
         "gpus": [asdict(gpu) for gpu in detect_gpus()],
@@ -68,6 +77,7 @@ def health_report(*, settings: Settings, store: JobStore, slots: list[Slot], wor
         "ai_toolkit": toolkit,
         "disk": disk_report(workspace_root),
         "database": {"ok": database_ok, "dialect": store.engine.dialect.name},
+        "storage": storage,
         "queue_depth": counts.get(JobStatus.queued, 0),
         "jobs": counts,
     }

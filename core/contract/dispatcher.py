@@ -154,6 +154,7 @@ async def _job(
         raise InvalidInput("wait", "must be true or false")
     should_wait = wait_field if wait_field is not None else (wait if wait is not None else True)
     request = parse(JOB_REQUEST_MODELS[kind], body)
+    await asyncio.to_thread(service.prepare, request)  # with a bucket: the datasets onto this worker's disk
     # Submitted on the loop, not in a thread: a cancel arriving now finds the job already created and reported.
     job = service.submit(request)
     if not should_wait:

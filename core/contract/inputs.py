@@ -119,6 +119,9 @@ class _ChunkInput(_Input):
     length: int | None = Field(
         None, ge=1, le=MAX_CHUNK_REQUEST, description="Bytes wanted; default the most that fits the payload limit."
     )
+    delivery: Literal["url", "base64"] | None = Field(
+        None, description="With a bucket: a pre-signed `url` (the default) or `base64` chunks as without one."
+    )
 
 
 class DownloadFileInput(_ChunkInput):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from core.jobs.rows import JobStatus, utcnow
 from core.jobs.store import JobStore
+from core.jobs.uploader import ArtifactUploader, write_record
+from core.storage.objects import ObjectStore, StorageError
 from core.storage.workspace import Workspace
 from gpu.artifacts import Artifact
 from gpu.progress import Progress
@@ -37,6 +41,7 @@ class JobLifecycle:
         notify: Callable[[str], None],
         progress_interval: float,
         extra_artifacts: Callable[[], list[dict[str, object]]] | None = None,
+        objects: ObjectStore | None = None,
     ) -> None:
         self.store = store
         self.workspace = workspace
@@ -46,6 +51,13 @@ class JobLifecycle:
         self._last_progress_write = 0.0
         self._pending: Progress | None = None
         self._extra_artifacts = extra_artifacts or (lambda: [])
+        self._records: list[dict[str, Any]] = []
+        self.objects = objects
+        self.uploader = (
+            ArtifactUploader(objects=objects, workspace=workspace, job_id=job_id, on_uploaded=self._uploaded)
+            if objects is not None
+            else None
+        )
 
     def started(self, *, pid: int | None) -> None:
         """The job's process is alive."""
@@ -84,8 +96,53 @@ class JobLifecycle:
     def artifacts(self, artifacts: list[Artifact]) -> None:
         """Record the job's current artifacts (checkpoints already written stay listed)."""
         records = [artifact_record(a, self.workspace) for a in artifacts] + self._extra_artifacts()
+        if self.uploader is not None:
+            self._records = records
+            self.uploader.submit(records)
+            records = self.uploader.decorate(records)
         self.store.update(self.job_id, artifacts=records)
         self._notify(self.job_id)
+
+    def _uploaded(self) -> None:
+        """Called from the uploader's thread: the record gains the objects just uploaded."""
+        if self.uploader is not None:
+            self.store.update(self.job_id, artifacts=self.uploader.decorate(self._records))
+            self._notify(self.job_id)
+
+    async def archive(
+        self, status: JobStatus, error: str | None, exit_code: int | None
+    ) -> tuple[JobStatus, str | None]:
+        """With a bucket: the last uploads and the job's record beside its artifacts, before the job ends.
+
+        Done before the status turns terminal, because a serverless worker may be stopped as soon as its
+        caller sees the result. A completed job whose files could not be stored fails: on a worker without a
+        volume they would be lost with it.
+        """
+        if self.uploader is None or self.objects is None:
+            return status, error
+        side = self._extra_artifacts()
+        side_names = {record["name"] for record in side}
+        self.uploader.submit([r for r in self._records if r.get("name") not in side_names] + side)
+        try:
+            records = await asyncio.to_thread(self.uploader.drain)
+            self.store.update(self.job_id, artifacts=records)
+        except StorageError as exc:
+            if status == JobStatus.completed:
+                status, error = JobStatus.failed, f"the job finished but its files could not be stored: {exc.message}"
+            else:
+                error = f"{error or status}; and its files could not be stored: {exc.message}"
+        final = self.store.get(self.job_id).model_dump(mode="json")
+        final.update(status=str(status), error=error, exit_code=exit_code, finished_at=utcnow().isoformat())
+        try:
+            await asyncio.to_thread(write_record, self.objects, final)
+        except StorageError as exc:
+            error = error or f"the job's record could not be stored in the bucket: {exc.message}"
+        return status, error
+
+    def close(self) -> None:
+        """Stop the uploader's thread if archive() never ran (lorapod failed mid-job)."""
+        if self.uploader is not None:
+            self.uploader.stop()
 
     def finished(self, status: JobStatus, *, error: str | None = None, exit_code: int | None = None) -> None:
         """The job ended: final status, error and exit code; progress flushed first."""

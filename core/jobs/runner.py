@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
+from core.errors import LorapodError
 from core.jobs.artifacts import side_artifacts
 from core.jobs.executions import Execution, GenerationExecution, TrainerExecution, scan_training, subprocess_env
 from core.jobs.generation import generation_request
@@ -14,6 +17,7 @@ from core.jobs.rows import Job, JobStatus, JobType
 from core.jobs.scheduler import Slot
 from core.jobs.store import JobStore
 from core.settings import Settings
+from core.storage.objects import ObjectStore
 from core.storage.workspace import Workspace, atomic_write_text
 from core.training.yaml_loader import dump_yaml
 from gpu.generation import WarmGenerator
@@ -27,11 +31,22 @@ _SOURCE_ROOT = Path(__file__).resolve().parents[2]
 class JobRunner:
     """Runs jobs on slots (called by the scheduler on the service's loop) and reaches the ones running here."""
 
-    def __init__(self, *, settings: Settings, workspace: Workspace, store: JobStore, notifier: Notifier) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        workspace: Workspace,
+        store: JobStore,
+        notifier: Notifier,
+        objects: ObjectStore | None = None,
+        before_training: Callable[[Job], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.workspace = workspace
         self.store = store
         self.notifier = notifier
+        self.objects = objects  # the bucket artifacts go to as they appear, when one is configured
+        self.before_training = before_training  # blocking preparation (datasets from the bucket), run in a thread
         self._executions: dict[str, Execution] = {}
 
     def stop(self, job_id: str) -> bool:
@@ -51,6 +66,7 @@ class JobRunner:
             notify=self.notifier.notify,
             progress_interval=self.settings.progress_interval_seconds,
             extra_artifacts=lambda: side_artifacts(job, self.workspace),
+            objects=self.objects,
         )
         self.notifier.notify(job.id)
         try:
@@ -63,11 +79,14 @@ class JobRunner:
             result = await execution.run()
             if job.type == JobType.train:
                 life.artifacts(scan_training(job, self.workspace))
-            life.finished(result.status, error=result.error, exit_code=result.exit_code)
+            status, error = await life.archive(result.status, result.error, result.exit_code)
+            life.finished(status, error=error, exit_code=result.exit_code)
         except Exception as exc:
             log.exception("job %s failed inside lorapod", job.id)
-            life.finished(JobStatus.failed, error=f"internal error: {exc}")
+            reason = exc.message if isinstance(exc, LorapodError) else f"internal error: {exc}"
+            life.finished(JobStatus.failed, error=reason)
         finally:
+            life.close()
             self._executions.pop(job.id, None)
 
     async def _prepare(self, job: Job, slot: Slot, life: JobLifecycle) -> Execution:
@@ -75,6 +94,8 @@ class JobRunner:
             if slot.generator is not None:  # a training needs the whole GPU: the warm generator goes
                 await slot.generator.shutdown()
                 slot.generator = None
+            if self.before_training is not None:
+                await asyncio.to_thread(self.before_training, job)
             # The launched config comes from the database, so a queued job survives a lost output folder.
             config_text = dump_yaml(job.config["ai_toolkit"])
             atomic_write_text(self.workspace.root / job.config["config_path"], config_text, durable=False)

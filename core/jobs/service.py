@@ -6,6 +6,7 @@ import asyncio
 import builtins
 import contextlib
 import logging
+import re
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable
@@ -15,7 +16,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from core.db import make_engine, migrate
-from core.errors import Conflict, InvalidInput, Unavailable
+from core.errors import Conflict, InvalidInput, NotFound, Unavailable
 from core.health import health_report
 from core.jobs.artifacts import current_artifacts, find_artifact
 from core.jobs.generation import GenerateParams, build_generation_request, generation_config
@@ -26,8 +27,11 @@ from core.jobs.rows import Job, JobStatus, JobType, new_job_id, utcnow
 from core.jobs.runner import JobRunner
 from core.jobs.scheduler import Scheduler, Slot
 from core.jobs.store import JobStore
+from core.jobs.uploader import read_record
 from core.settings import Settings
+from core.storage.bucket_datasets import BucketDatasetStore
 from core.storage.datasets import DatasetStore
+from core.storage.objects import ObjectStore, StorageError
 from core.storage.workspace import Workspace
 from core.training.builder import TrainingPlan, build_training_config
 from core.training.params import TrainParams
@@ -45,15 +49,27 @@ class JobService:
         self.workspace = Workspace(settings.workspace).ensure()
         self.engine = engine or make_engine(settings.effective_database_url)
         self.store = JobStore(self.engine)
+        self.objects = ObjectStore.from_settings(settings)  # None: no bucket, the workspace alone
+        limits = {
+            "max_file_bytes": settings.max_file_bytes,
+            "max_upload_bytes": settings.max_upload_bytes,
+            "max_zip_entries": settings.max_zip_entries,
+        }
         # one store, so REST and contract uploads into the same dataset share its commit lock
-        self.datasets = DatasetStore(
-            self.workspace,
-            max_file_bytes=settings.max_file_bytes,
-            max_upload_bytes=settings.max_upload_bytes,
-            max_zip_entries=settings.max_zip_entries,
+        self.datasets = (
+            DatasetStore(self.workspace, **limits)
+            if self.objects is None
+            else BucketDatasetStore(self.workspace, self.objects, **limits)
         )
         self.notifier = Notifier()
-        self.runner = JobRunner(settings=settings, workspace=self.workspace, store=self.store, notifier=self.notifier)
+        self.runner = JobRunner(
+            settings=settings,
+            workspace=self.workspace,
+            store=self.store,
+            notifier=self.notifier,
+            objects=self.objects,
+            before_training=self.prepare_job if self.objects is not None else None,
+        )
         try:
             gpus = parse_gpu_list(settings.gpus, detect_gpus() if not settings.gpus else [])
         except ValueError as exc:
@@ -74,6 +90,11 @@ class JobService:
         if self.started:
             return
         migrate(self.engine)
+        if self.objects is not None:
+            try:
+                await asyncio.to_thread(self.objects.check)
+            except StorageError as exc:  # health reports it; calls that need the bucket fail with the same words
+                log.error("object storage is not usable: %s", exc.message)
         self.scheduler.attach(asyncio.get_running_loop())
         await recover_jobs(
             store=self.store,
@@ -199,8 +220,36 @@ class JobService:
     # -- reading -------------------------------------------------------------------------
 
     def get(self, job_id: str) -> Job:
-        """One job, or NotFound."""
-        return self.store.get(job_id)
+        """One job, or NotFound; with a bucket, a job another worker ran is read from its record there."""
+        job = self.store.find(job_id)
+        if job is None and self.objects is not None:
+            job = read_record(self.objects, job_id)
+        if job is None:
+            raise NotFound(f"no job with id '{job_id}'", field="process_id")
+        return job
+
+    def prepare(self, request: JobRequest) -> None:
+        """Blocking work before a submit (call it in a thread): with a bucket, the datasets come onto this disk."""
+        if not isinstance(self.datasets, BucketDatasetStore):
+            return
+        if isinstance(request, TrainRequest):
+            names = [request.training_name]
+        elif isinstance(request, TrainYamlRequest):
+            names = sorted(set(re.findall(r"training_data/([A-Za-z0-9._-]+)", request.text)))
+        else:
+            return
+        for name in names:
+            if self.datasets.manifest(name) is not None:
+                self.datasets.materialise(name)
+
+    def prepare_job(self, job: Job) -> None:
+        """Before a training starts (in a thread): its datasets as the bucket has them now."""
+        if isinstance(self.datasets, BucketDatasetStore):
+            datasets = job.config.get("ai_toolkit", {}).get("config", {}).get("process", [{}])[0].get("datasets", [])
+            for entry in datasets:
+                folder = Path(str(entry.get("folder_path", "")))
+                if folder.parent == self.workspace.training_data and self.datasets.manifest(folder.name) is not None:
+                    self.datasets.materialise(folder.name)
 
     def list(
         self, *, status: str | None = None, job_type: str | None = None, limit: int = 50, cursor: str | None = None
@@ -216,12 +265,17 @@ class JobService:
 
     def final_lora_of(self, job_id: str) -> Path | None:
         """The final LoRA file of a finished training job, if it wrote one."""
-        job = self.store.find(job_id)
-        if job is None:
+        try:
+            job = self.get(job_id)
+        except NotFound:
             return None
         for artifact in job.artifacts:
             if artifact.get("kind") == "lora":
-                return self.workspace.root / str(artifact["path"])
+                path = self.workspace.root / str(artifact["path"])
+                obj = artifact.get("object")
+                if self.objects is not None and isinstance(obj, dict) and not path.is_file():
+                    self.objects.get_file(str(obj["key"]), path, sha256=str(obj.get("sha256") or "") or None)
+                return path
         return None
 
     def queue_depth(self) -> int:
@@ -264,6 +318,8 @@ class JobService:
                     shutil.rmtree(target, ignore_errors=True)
                 elif target.exists():
                     target.unlink()
+        if files and self.objects is not None:
+            self.objects.delete_prefix(self.objects.key("jobs", job_id) + "/")
         self.store.delete(job_id)
         self.notifier.notify(job_id)
 
@@ -302,7 +358,11 @@ class JobService:
     def health(self) -> dict[str, Any]:
         """The worker's health object (GPUs, slots, ai-toolkit, disk, database, queue)."""
         return health_report(
-            settings=self.settings, store=self.store, slots=self.scheduler.slots, workspace_root=self.workspace.root
+            settings=self.settings,
+            store=self.store,
+            slots=self.scheduler.slots,
+            workspace_root=self.workspace.root,
+            storage=self.objects.status() if self.objects is not None else {"configured": False},
         )
 
     # -- artifacts -----------------------------------------------------------------------
