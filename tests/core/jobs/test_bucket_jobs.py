@@ -19,7 +19,7 @@ from core.jobs.rows import JobStatus
 from core.jobs.service import JobService
 from core.storage.objects import StorageError
 from tests.fakes.trainer import make_dataset
-from tests.helpers import make_settings, train_params
+from tests.helpers import make_settings, running_app, train_params
 from tests.s3server import SECRET_KEY, S3Server
 
 
@@ -187,3 +187,20 @@ async def test_an_artifact_that_cannot_be_stored_fails_the_finished_job(
     lora = next(a for a in final.artifacts if a["kind"] == "lora")
     assert "object" not in lora  # never recorded as stored
     assert all("object" in a for a in final.artifacts if a["kind"] == "checkpoint")
+
+
+async def test_rest_artifact_downloads_redirect_to_the_bucket_or_answer_json(
+    trainer_and_reader: tuple[JobService, JobService],
+) -> None:
+    service, other = trainer_and_reader
+    final = await trained(service)
+    lora = next(a for a in final.artifacts if a["kind"] == "lora")
+    expected = (service.workspace.root / lora["path"]).read_bytes()
+    with running_app(other.settings) as client:  # the REST app on the second worker's workspace
+        moved = client.get(f"/jobs/{final.id}/artifacts/{lora['name']}", follow_redirects=False)
+        assert moved.status_code == 307
+        assert httpx.get(moved.headers["location"]).content == expected
+        as_json = client.get(f"/jobs/{final.id}/artifacts/{lora['name']}", params={"redirect": "false"}).json()
+        assert as_json["sha256"] == sha256(expected) and httpx.get(as_json["url"]).content == expected
+        listed = client.get(f"/jobs/{final.id}/artifacts").json()["data"]
+        assert {a["name"] for a in listed} == {a["name"] for a in final.artifacts}
