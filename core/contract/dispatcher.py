@@ -257,7 +257,11 @@ def _health(service: JobService, _data: BaseModel) -> dict[str, Any]:
 
 
 def _upload(service: JobService, data: UploadInput) -> dict[str, Any]:
-    files = [item.model_dump() for item in data.files]
+    if (data.files is None) == (data.dataset_url is None):
+        raise InvalidInput("files", "give either files or dataset_url")
+    if data.dataset_url is not None:
+        return service.dataset_from_url(data.training_name, data.dataset_url).to_dict()
+    files = [item.model_dump() for item in data.files or []]
     return service.datasets.save_base64(data.training_name, files).to_dict()
 
 

@@ -30,7 +30,8 @@ from core.jobs.store import JobStore
 from core.jobs.uploader import read_record
 from core.settings import Settings
 from core.storage.bucket_datasets import BucketDatasetStore
-from core.storage.datasets import DatasetStore
+from core.storage.dataset_url import save_from_url
+from core.storage.datasets import DatasetStore, UploadSummary
 from core.storage.objects import ObjectStore, StorageError
 from core.storage.workspace import Workspace
 from core.training.builder import TrainingPlan, build_training_config
@@ -227,6 +228,11 @@ class JobService:
         if job is None:
             raise NotFound(f"no job with id '{job_id}'", field="process_id")
         return job
+
+    def dataset_from_url(self, name: str, url: str) -> UploadSummary:
+        """Add the files of the zip at an https:// or s3:// URL to a dataset (blocking: call it in a thread)."""
+        allow = self.settings.dataset_url_allow_private
+        return save_from_url(self.datasets, name, url, objects=self.objects, allow_private=allow)
 
     def prepare(self, request: JobRequest) -> None:
         """Blocking work before a submit (call it in a thread): with a bucket, the datasets come onto this disk."""
