@@ -6,7 +6,6 @@ import asyncio
 import builtins
 import contextlib
 import logging
-import re
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable
@@ -19,6 +18,7 @@ from core.db import make_engine, migrate
 from core.errors import Conflict, InvalidInput, NotFound, Unavailable
 from core.health import health_report
 from core.jobs.artifacts import current_artifacts, find_artifact
+from core.jobs.dataset_prep import datasets_of_job, datasets_of_request, materialise
 from core.jobs.generation import GenerateParams, build_generation_request, generation_config
 from core.jobs.notify import Notifier
 from core.jobs.recovery import recover_jobs
@@ -236,26 +236,11 @@ class JobService:
 
     def prepare(self, request: JobRequest) -> None:
         """Blocking work before a submit (call it in a thread): with a bucket, the datasets come onto this disk."""
-        if not isinstance(self.datasets, BucketDatasetStore):
-            return
-        if isinstance(request, TrainRequest):
-            names = [request.training_name]
-        elif isinstance(request, TrainYamlRequest):
-            names = sorted(set(re.findall(r"training_data/([A-Za-z0-9._-]+)", request.text)))
-        else:
-            return
-        for name in names:
-            if self.datasets.manifest(name) is not None:
-                self.datasets.materialise(name)
+        materialise(self.datasets, datasets_of_request(request), missing_ok=True)
 
     def prepare_job(self, job: Job) -> None:
         """Before a training starts (in a thread): its datasets as the bucket has them now."""
-        if isinstance(self.datasets, BucketDatasetStore):
-            datasets = job.config.get("ai_toolkit", {}).get("config", {}).get("process", [{}])[0].get("datasets", [])
-            for entry in datasets:
-                folder = Path(str(entry.get("folder_path", "")))
-                if folder.parent == self.workspace.training_data and self.datasets.manifest(folder.name) is not None:
-                    self.datasets.materialise(folder.name)
+        materialise(self.datasets, datasets_of_job(job, self.workspace), missing_ok=False)
 
     def list(
         self, *, status: str | None = None, job_type: str | None = None, limit: int = 50, cursor: str | None = None

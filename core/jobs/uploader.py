@@ -133,12 +133,26 @@ class ArtifactUploader:
                     message = getattr(exc, "message", None) or f"{name}: {exc}"
                     errors.append(message)
                     log.warning("upload of %s/%s failed: %s", self.job_id, name, message)
+            uploaded |= self._forget_pruned(errors)
         if uploaded:
             self.last_error = None
             self._on_uploaded()
         if errors:
             self.last_error = errors[0]
         return errors
+
+    def _forget_pruned(self, errors: list[str]) -> bool:
+        """Delete the objects of files the trainer pruned (max_step_saves_to_keep), so the bucket mirrors it."""
+        listed = {str(record.get("name")) for record in self._latest}
+        pruned = [name for name in self._done if name not in listed]
+        for name in pruned:
+            try:
+                self.objects.delete(self._done[name][1].key)
+            except StorageError as exc:
+                errors.append(exc.message)
+                continue
+            del self._done[name]
+        return bool(pruned)
 
     def _upload(self, name: str, path: Path) -> bool:
         """Upload one file unless its current state is already up; True when it went up."""

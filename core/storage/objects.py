@@ -197,7 +197,7 @@ class ObjectStore:
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except Exception as exc:
-            self.last_error = self._explain(exc, "the bucket").message
+            self.last_error = self._explain(exc, "access check").message
             raise StorageError(self.last_error) from None
         self.last_error = None
 

@@ -147,3 +147,25 @@ def test_a_worker_killed_mid_training_left_its_saved_checkpoints_in_the_bucket(
         local = (worker.workspace / checkpoint["path"]).read_bytes()
         stored = client.get_object(Bucket=bucket, Key=checkpoint["object"]["key"])["Body"].read()
         assert stored == local and hashlib.sha256(stored).hexdigest() == checkpoint["object"]["sha256"]
+
+
+def test_refused_credentials_are_reported_at_start_up_and_in_health(tmp_path: Path) -> None:
+    strict = S3Server(require_auth=True)  # knows no key: every key is refused
+    try:
+        env = worker_environment(tmp_path / "ws", strict.env("loras"))
+        health = json.dumps({"input": {"type": "health"}})
+        done = subprocess.run(
+            [sys.executable, "-m", "app.handler", "--test_input", health],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        strict.stop()
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "object storage is not usable: access check: bucket 'loras' refused the credentials" in out
+    assert "'storage': {'configured': True, 'ok': False" in out and "'status': 'degraded'" in out
+    assert SECRET_KEY not in out

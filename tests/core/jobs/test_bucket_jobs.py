@@ -204,3 +204,30 @@ async def test_rest_artifact_downloads_redirect_to_the_bucket_or_answer_json(
         assert as_json["sha256"] == sha256(expected) and httpx.get(as_json["url"]).content == expected
         listed = client.get(f"/jobs/{final.id}/artifacts").json()["data"]
         assert {a["name"] for a in listed} == {a["name"] for a in final.artifacts}
+
+
+async def test_checkpoints_the_trainer_prunes_leave_the_bucket_too(
+    trainer_and_reader: tuple[JobService, JobService], s3_server: S3Server, bucket: str
+) -> None:
+    service, _ = trainer_and_reader
+    make_dataset(service.workspace.training_data / "faces", 2)
+    service.datasets.publish("faces")  # type: ignore[attr-defined]
+    job = service.submit_training(train_params(steps=12, save_every=3, max_step_saves_to_keep=1))
+    final = await service.wait(job.id, timeout=60)
+    assert final.status == JobStatus.completed, final.error
+    listed = s3_server.client().list_objects_v2(Bucket=bucket, Prefix=f"team-a/jobs/{final.id}/")["Contents"]
+    keys = {item["Key"].rsplit("/", 1)[-1] for item in listed if "/samples/" not in item["Key"]}
+    checkpoints = [a["name"] for a in final.artifacts if a["kind"] == "checkpoint"]
+    assert len(checkpoints) == 1
+    assert {k for k in keys if k.endswith(".safetensors")} == {*checkpoints, "faces.safetensors"}
+
+
+async def test_a_training_whose_dataset_left_the_bucket_fails_naming_it(
+    trainer_and_reader: tuple[JobService, JobService],
+) -> None:
+    service, _ = trainer_and_reader
+    make_dataset(service.workspace.training_data / "faces", 2)  # on this disk only, never uploaded
+    job = service.submit_training(train_params())
+    final = await service.wait(job.id, timeout=60)
+    assert final.status == JobStatus.failed
+    assert final.error == "dataset 'faces' does not exist in the bucket"
