@@ -14,6 +14,7 @@ from typing import Any
 
 from core.errors import InvalidInput, NotFound
 from core.jobs.service import JobService
+from core.storage.bucket_datasets import BucketDatasetStore
 from core.storage.objects import ObjectStore, file_sha256
 
 
@@ -77,14 +78,12 @@ def object_for_path(service: JobService, rel: str) -> dict[str, Any] | None:
             if artifact.get("path") == rel and isinstance(artifact.get("object"), dict):
                 return dict(artifact["object"])
         return None
-    if len(parts) >= 3 and parts[0] == "training_data":
-        datasets = service.datasets
-        manifest = getattr(datasets, "manifest", None)
-        found = manifest(parts[1]) if callable(manifest) else None
+    datasets = service.datasets
+    if len(parts) >= 3 and parts[0] == "training_data" and isinstance(datasets, BucketDatasetStore):
         inner = "/".join(parts[2:])
-        for entry in (found or {}).get("files", []):
+        for entry in (datasets.manifest(parts[1]) or {}).get("files", []):
             if entry.get("path") == inner:
-                blob = datasets.blob_key(parts[1], entry["sha256"])  # type: ignore[attr-defined]
+                blob = datasets.blob_key(parts[1], entry["sha256"])
                 return {"key": blob, "size": entry["size"], "sha256": entry["sha256"]}
     return None
 

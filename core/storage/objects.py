@@ -15,6 +15,7 @@ import json
 import os
 import re
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +27,8 @@ from core.settings import Settings
 
 # Files above this go up in parts of this size, several at once (boto3's managed transfer).
 MULTIPART_BYTES = 8 * 1024 * 1024
+# Health asks the bucket at most this often: an unreachable endpoint costs seconds of timeouts each time.
+STATUS_SECONDS = 15.0
 _CHUNK = 1024 * 1024
 # <bucket>.s3.<region>.amazonaws.com, <bucket>.s3-<region>..., <bucket>.<region>.digitaloceanspaces.com:
 # the virtual-hosted names RunPod's docs ask for ("the endpoint URL should include your bucket name").
@@ -140,6 +143,7 @@ class ObjectStore:
         self.prefix = prefix.strip("/")
         self.presign_seconds = presign_seconds
         self.last_error: str | None = None
+        self._checked_at: float | None = None
         config = Config(
             signature_version="s3v4",
             retries={"max_attempts": 3, "mode": "standard"},
@@ -202,9 +206,12 @@ class ObjectStore:
         self.last_error = None
 
     def status(self) -> dict[str, Any]:
-        """Health of the bucket: checked now; the endpoint, bucket and prefix (never a credential)."""
-        with contextlib.suppress(StorageError):  # the error is kept in last_error
-            self.check()
+        """Health of the bucket (checked at most every STATUS_SECONDS); endpoint, bucket, prefix, never a key."""
+        now = time.monotonic()
+        if self._checked_at is None or now - self._checked_at >= STATUS_SECONDS:
+            self._checked_at = now
+            with contextlib.suppress(StorageError):  # the error is kept in last_error
+                self.check()
         return {
             "configured": True,
             "ok": self.last_error is None,

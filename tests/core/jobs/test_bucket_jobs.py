@@ -231,3 +231,29 @@ async def test_a_training_whose_dataset_left_the_bucket_fails_naming_it(
     final = await service.wait(job.id, timeout=60)
     assert final.status == JobStatus.failed
     assert final.error == "dataset 'faces' does not exist in the bucket"
+
+
+async def test_generated_images_go_to_the_bucket(
+    trainer_and_reader: tuple[JobService, JobService], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.core.jobs.test_service_generation import gen_params
+    from tests.fakes.tiny_sd import build_tiny_sd15
+
+    service, other = trainer_and_reader
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    build_tiny_sd15(service.workspace.models / "tiny-sd15")
+    job = service.submit_generation(gen_params("models/tiny-sd15"))
+    final = await service.wait(job.id, timeout=120)
+    assert final.status == JobStatus.completed, final.error
+    images = [a for a in final.artifacts if a["kind"] == "image"]
+    assert len(images) == 2
+    for image in images:
+        local = (service.workspace.root / image["path"]).read_bytes()
+        assert image["object"] == {
+            "key": f"team-a/jobs/{final.id}/{image['name']}",
+            "size": len(local),
+            "sha256": sha256(local),
+        }
+    answer = await dispatch(other, {"type": "download", "process_id": final.id})
+    assert answer["artifact"] == "0.png"
+    assert httpx.get(answer["url"]).content == (service.workspace.root / images[0]["path"]).read_bytes()
