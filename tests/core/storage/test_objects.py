@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from core.errors import InvalidInput
-from core.storage.objects import MULTIPART_BYTES, ObjectMissing, ObjectStore, StorageError, bucket_location
+from core.storage.bucket_location import bucket_location
+from core.storage.objects import MULTIPART_BYTES, ObjectMissing, ObjectStore, StorageError
 from tests.helpers import make_settings
 from tests.s3server import ACCESS_KEY, SECRET_KEY, S3Server
 
