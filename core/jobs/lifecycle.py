@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -15,6 +16,8 @@ from core.storage.objects import ObjectStore, StorageError
 from core.storage.workspace import Workspace
 from gpu.artifacts import Artifact
 from gpu.progress import Progress
+
+log = logging.getLogger("lorapod.jobs")
 
 
 def artifact_record(artifact: Artifact, workspace: Workspace) -> dict[str, object]:
@@ -104,10 +107,19 @@ class JobLifecycle:
         self._notify(self.job_id)
 
     def _uploaded(self) -> None:
-        """Called from the uploader's thread: the record gains the objects just uploaded."""
-        if self.uploader is not None:
-            self.store.update(self.job_id, artifacts=self.uploader.decorate(self._records))
-            self._notify(self.job_id)
+        """Called from the uploader's thread: the record gains the objects just uploaded, here and in the bucket.
+
+        The bucket's copy of a running job's record is what other workers see if this one is stopped: the
+        process, as far as it got, with every checkpoint it had saved.
+        """
+        if self.uploader is None or self.objects is None:
+            return
+        self.store.update(self.job_id, artifacts=self.uploader.decorate(self._records))
+        self._notify(self.job_id)
+        try:
+            write_record(self.objects, self.store.get(self.job_id).model_dump(mode="json"))
+        except StorageError as exc:
+            log.warning("the record of %s could not be stored in the bucket: %s", self.job_id, exc.message)
 
     async def archive(
         self, status: JobStatus, error: str | None, exit_code: int | None

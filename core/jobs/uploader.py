@@ -4,8 +4,9 @@ One uploader per running job, with a thread of its own (uploads never block the 
 lifecycle hands it the job's newest artifact records; it uploads each file whose size or mtime changed
 since its last upload (multipart, checksummed, verified by ObjectStore.put_file) and reports back, so the
 job record gains `object: {key, size, sha256}` per artifact. The log, rewritten all the time, goes up at
-most every LOG_INTERVAL_SECONDS and once more at the end. drain() uploads whatever is still pending and
-writes the job's record beside its artifacts (`jobs/<id>/job.json`), for workers without a shared database.
+most every LOG_INTERVAL_SECONDS and once more at the end. drain() uploads whatever is still pending. The
+job's record beside its artifacts (`jobs/<id>/job.json`, written by the lifecycle after each upload and at the
+end) is how workers without a shared database find it.
 """
 
 from __future__ import annotations

@@ -131,22 +131,33 @@ def test_a_worker_killed_mid_training_left_its_saved_checkpoints_in_the_bucket(
         job["max_step_saves_to_keep"] = 50  # none pruned locally, so each can be compared with its upload
         worker.platform.add_job("long", job)
 
-        def stored_checkpoints() -> list[dict[str, Any]] | None:
-            with sqlite3.connect(worker.workspace / "lorapod.db") as db:
-                rows = db.execute("SELECT artifacts FROM jobs WHERE type = 'train'").fetchall()
-            stored = [a for row in rows for a in json.loads(row[0]) if a["kind"] == "checkpoint" and "object" in a]
-            return stored if len(stored) >= 2 else None
+        client = s3_server.client()
 
-        checkpoints = worker.platform.wait_until(stored_checkpoints, STARTUP_SECONDS, "two checkpoints in the bucket")
+        def recorded_checkpoints() -> list[dict[str, Any]] | None:
+            """The checkpoints the job's record in the bucket lists as stored (what another worker would see)."""
+            with sqlite3.connect(worker.workspace / "lorapod.db") as db:
+                row = db.execute("SELECT id FROM jobs WHERE type = 'train'").fetchone()
+            if row is None:
+                return None
+            try:
+                body = client.get_object(Bucket=bucket, Key=f"jobs/{row[0]}/job.json")["Body"].read()
+            except client.exceptions.NoSuchKey:
+                return None
+            record = json.loads(body)
+            stored = [a for a in record["artifacts"] if a["kind"] == "checkpoint" and "object" in a]
+            return stored if record["status"] == "running" and len(stored) >= 2 else None
+
+        checkpoints = worker.platform.wait_until(recorded_checkpoints, STARTUP_SECONDS, "two checkpoints recorded")
         os.killpg(worker.process.pid, signal.SIGKILL)  # the worker and its trainer, with no chance to clean up
         worker.process.wait()
     finally:
         stop_worker(worker)
-    client = s3_server.client()
+    # Every checkpoint the record lists is in the bucket, byte for byte what the killed worker had written.
     for checkpoint in checkpoints:
         local = (worker.workspace / checkpoint["path"]).read_bytes()
         stored = client.get_object(Bucket=bucket, Key=checkpoint["object"]["key"])["Body"].read()
         assert stored == local and hashlib.sha256(stored).hexdigest() == checkpoint["object"]["sha256"]
+        assert checkpoint["object"]["size"] == len(local)
 
 
 def test_refused_credentials_are_reported_at_start_up_and_in_health(tmp_path: Path) -> None:
