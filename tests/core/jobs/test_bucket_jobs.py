@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from core.contract.dispatcher import dispatch
+from core.errors import NotFound
 from core.jobs.rows import JobStatus
 from core.jobs.service import JobService
 from core.storage.objects import StorageError
@@ -257,3 +258,42 @@ async def test_generated_images_go_to_the_bucket(
     answer = await dispatch(other, {"type": "download", "process_id": final.id})
     assert answer["artifact"] == "0.png"
     assert httpx.get(answer["url"]).content == (service.workspace.root / images[0]["path"]).read_bytes()
+
+
+async def test_a_running_jobs_saved_checkpoints_can_be_fetched_from_another_worker(
+    trainer_and_reader: tuple[JobService, JobService], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service, other = trainer_and_reader
+    monkeypatch.setenv("FAKE_AITK_STEP_SECONDS", "0.05")
+    make_dataset(service.workspace.training_data / "faces", 2)
+    service.datasets.publish("faces")  # type: ignore[attr-defined]
+    job = service.submit_training(train_params(steps=5000, save_every=5, max_step_saves_to_keep=100))
+
+    def stored_checkpoint(seen: Any) -> bool:
+        return any(a["kind"] == "checkpoint" and "object" in a for a in seen.artifacts)
+
+    try:
+        seen = await other_sees(other, job.id, stored_checkpoint)
+        checkpoint = next(a for a in seen.artifacts if a["kind"] == "checkpoint" and "object" in a)
+        answer = await dispatch(other, {"type": "download", "process_id": job.id, "artifact": checkpoint["name"]})
+        assert httpx.get(answer["url"]).content == (service.workspace.root / checkpoint["path"]).read_bytes()
+        assert seen.status == JobStatus.running
+    finally:
+        service.cancel(job.id)
+        await service.wait(job.id, timeout=60)
+
+
+async def other_sees(other: JobService, job_id: str, condition: Any) -> Any:
+    """Poll the other worker's view of a job (from the bucket's record) until condition holds."""
+    import asyncio
+
+    deadline = asyncio.get_running_loop().time() + 60
+    while True:
+        try:
+            seen = other.get(job_id)
+            if condition(seen):
+                return seen
+        except NotFound:
+            pass
+        assert asyncio.get_running_loop().time() < deadline, "the other worker never saw a stored checkpoint"
+        await asyncio.sleep(0.1)
