@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
@@ -22,7 +23,7 @@ from core.storage.files import iso_utc
 from core.storage.media import IMAGE_SUFFIXES
 from core.storage.names import is_valid_name
 from core.storage.objects import ObjectMissing, ObjectStore, StorageError, file_sha256
-from core.storage.uploads import SKIPPED_FILE, FileResult
+from core.storage.uploads import SKIPPED_FILE, FileResult, read_skipped
 from core.storage.workspace import Workspace, atomic_write_text
 
 # Per-file (size, mtime_ns, sha256) of the last materialise or publish: an unchanged file is not hashed again.
@@ -46,6 +47,9 @@ class BucketDatasetStore(DatasetStore):
             workspace, max_file_bytes=max_file_bytes, max_upload_bytes=max_upload_bytes, max_zip_entries=max_zip_entries
         )
         self.objects = objects
+        # One sync at a time per worker: a materialise must not remove files an upload committed but has not
+        # published yet. Reentrant, because an upload materialises first.
+        self._sync = threading.RLock()
 
     # ----- keys
 
@@ -66,13 +70,18 @@ class BucketDatasetStore(DatasetStore):
     # ----- uploads: the local folder first equals the bucket's, receives the files, then goes up
 
     def _receive(self, name: str, files: Iterable[tuple[str, BinaryIO | None]]) -> list[FileResult]:
-        self.materialise(name, missing_ok=True)
-        results = super()._receive(name, files)
-        self.publish(name)
+        with self._sync:
+            self.materialise(name, missing_ok=True)
+            results = super()._receive(name, files)
+            self.publish(name)
         return results
 
     def publish(self, name: str) -> dict[str, Any]:
         """Upload the local dataset's new files, then its manifest; returns the manifest."""
+        with self._sync:
+            return self._publish(name)
+
+    def _publish(self, name: str) -> dict[str, Any]:
         folder = self.folder(name)
         previous = self.manifest(name) or {}
         known = {entry["sha256"] for entry in previous.get("files", [])}
@@ -89,9 +98,12 @@ class BucketDatasetStore(DatasetStore):
                 known.add(sha256)
             entries.append({"path": rel, "size": st.st_size, "sha256": sha256})
         _add_captions(folder, entries)
-        skipped_path = folder / SKIPPED_FILE
-        skipped = json.loads(skipped_path.read_text(encoding="utf-8")) if skipped_path.is_file() else []
-        manifest = {"name": name, "files": entries, "skipped": skipped, "updated": iso_utc(_newest(folder))}
+        manifest = {
+            "name": name,
+            "files": entries,
+            "skipped": read_skipped(folder),
+            "updated": iso_utc(_newest(folder)),
+        }
         self.objects.put_json(self.manifest_key(name), manifest)
         _write_state(folder, {rel: state[rel] for rel in (e["path"] for e in entries)})
         return manifest
@@ -100,6 +112,10 @@ class BucketDatasetStore(DatasetStore):
 
     def materialise(self, name: str, *, missing_ok: bool = False) -> dict[str, int]:
         """Make training_data/<name>/ equal to the bucket's manifest; counts of files downloaded and reused."""
+        with self._sync:
+            return self._materialise(name, missing_ok)
+
+    def _materialise(self, name: str, missing_ok: bool) -> dict[str, int]:
         folder = self.folder(name)
         manifest = self.manifest(name)
         if manifest is None:
@@ -155,9 +171,10 @@ class BucketDatasetStore(DatasetStore):
 
     def delete_file(self, name: str, relpath: str) -> None:
         """Remove one file: from the local copy, then a new manifest without it."""
-        self.materialise(name)
-        super().delete_file(name, relpath)
-        self.publish(name)
+        with self._sync:
+            self.materialise(name)
+            super().delete_file(name, relpath)
+            self.publish(name)
 
     def list(self) -> list[DatasetInfo]:
         """Every dataset with a manifest, by name."""

@@ -118,3 +118,18 @@ def test_deleting_a_dataset_removes_it_for_every_worker(
     second.delete("faces")
     assert first.list() == [] and not second.folder("faces").exists()
     assert s3_server.client().list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+
+def test_concurrent_uploads_on_one_worker_both_land(
+    pair: tuple[BucketDatasetStore, BucketDatasetStore, str], tmp_path: Path
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    first, second, _ = pair
+    batches = [b64_files(make_dataset(tmp_path / f"src{i}", 1)) for i in range(4)]
+    for index, batch in enumerate(batches):  # distinct names per batch
+        for item in batch:
+            item["filename"] = f"b{index}_{item['filename']}"
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda batch: first.save_base64("faces", batch), batches))
+    assert second.get("faces").images == 4 and second.get("faces").captions == 4
