@@ -116,6 +116,17 @@ def startup_checks(settings: Settings) -> None:
     engine.dispose()
     gpus = detect_gpus()
     log.info("workspace %s; GPUs: %s", settings.workspace, ", ".join(g.name for g in gpus) or "none (CPU slot)")
+    from core.storage.objects import ObjectStore, StorageError
+
+    objects = ObjectStore.from_settings(settings)
+    if objects is None:
+        log.info("no bucket configured: datasets and outputs stay in the workspace")
+    else:
+        try:
+            objects.check()
+            log.info("bucket '%s' at %s, prefix '%s'", objects.bucket, objects.location.endpoint_url, objects.prefix)
+        except StorageError as exc:  # logged loudly; health and every call that needs the bucket say it too
+            log.error("object storage is not usable: %s", exc.message)
     toolkit = toolkit_info(str(settings.ai_toolkit_dir) if settings.ai_toolkit_dir else None)
     if not toolkit["found"]:
         log.warning("ai-toolkit not found (%s): train and train_with_yaml will fail", toolkit.get("reason"))

@@ -65,15 +65,19 @@ def health_report(
     workspace_root: Path,
     generation: GenerationProbe,
     bundles: BundleKeeper,
+    storage: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The health object: ok when the database answers, ai-toolkit is found and generation is not known broken."""
+    """The health object: ok when the database answers, ai-toolkit is found, a configured bucket works and
+    generation is not known broken."""
+    storage = storage or {"configured": False}
+    storage_ok = not storage.get("configured") or bool(storage.get("ok"))
     toolkit = toolkit_info(str(settings.ai_toolkit_dir) if settings.ai_toolkit_dir else None)
     database_ok = ping(store.engine)
     counts = store.counts_by_status() if database_ok else {}
     generation_report = generation.report()
     healthy = database_ok and toolkit["found"] and generation_report["ready"] is not False
     return {
-        "status": "ok" if healthy else "degraded",
+        "status": "ok" if healthy and storage_ok else "degraded",
         "version": __version__,
         "worker_id": settings.worker_id,
         "gpus": [asdict(gpu) for gpu in detect_gpus()],
@@ -83,6 +87,7 @@ def health_report(
         "disk": disk_report(workspace_root),
         "bundles": bundles.usage(),
         "database": {"ok": database_ok, "dialect": store.engine.dialect.name},
+        "storage": storage,
         "queue_depth": counts.get(JobStatus.queued, 0),
         "jobs": counts,
     }

@@ -74,6 +74,25 @@ class Settings(BaseSettings):
     def _lowercase(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
 
+    # Object storage, with RunPod's own worker variable names; unset endpoint: the workspace alone.
+    bucket_endpoint_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("BUCKET_ENDPOINT_URL", "bucket_endpoint_url"),
+        description="S3-compatible endpoint, optionally naming the bucket (virtual-hosted or path-style).",
+    )
+    bucket_access_key_id: str | None = Field(
+        None, validation_alias=AliasChoices("BUCKET_ACCESS_KEY_ID", "bucket_access_key_id")
+    )
+    bucket_secret_access_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("BUCKET_SECRET_ACCESS_KEY", "bucket_secret_access_key")
+    )
+    bucket: str | None = Field(None, description="The bucket's name; default the one BUCKET_ENDPOINT_URL names.")
+    bucket_prefix: str = Field("", description="Key prefix of everything lorapod writes to the bucket.")
+    presign_seconds: int = Field(3600, ge=60, le=7 * 24 * 3600, description="Lifetime of pre-signed URLs.")
+    dataset_url_allow_private: bool = Field(
+        False, description="Let dataset_url fetch from loopback and private addresses (and plain http)."
+    )
+
     @property
     def effective_database_url(self) -> str:
         """The database URL, defaulting to an SQLite file inside the workspace."""

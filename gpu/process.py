@@ -39,8 +39,9 @@ _SIGNAL_HINTS = {
 }
 
 
-# Never passed to a child: AITK_JOB_ID would make ai-toolkit read and write its UI's database.
-DROPPED_ENV = ("AITK_JOB_ID",)
+# Never passed to a child: AITK_JOB_ID would make ai-toolkit read and write its UI's database; the bucket's
+# keys are lorapod's own (it uploads the outputs), and a trainer has no use for them.
+DROPPED_ENV = ("AITK_JOB_ID", "BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY")
 
 
 def gpu_env(base: Mapping[str, str], gpu: str | None, extra: Mapping[str, str] | None) -> dict[str, str]:

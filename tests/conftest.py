@@ -66,3 +66,15 @@ def client(settings: Settings) -> Iterator[TestClient]:
     """An in-process client of the app with its lifespan running."""
     with running_app(settings) as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[object]:
+    """A real S3-compatible server (moto's server mode) on loopback, shared by the session's bucket tests."""
+    from tests.s3server import S3Server
+
+    server = S3Server()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
-from fastapi.responses import PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, StreamingResponse
 
 from app.deps import ServiceDep
 from app.errors import error_responses, rename_fields
@@ -13,6 +13,7 @@ from app.routes.files import DOWNLOAD_RESPONSES, file_response
 from app.routes.job_views import JobId, artifact_out, job_out, url_prefix
 from app.schemas.jobs import ArtifactList, LossHistory
 from app.sse import SSE_HEADERS, EventCursor, JobFeed
+from core.contract.object_downloads import url_answer
 from core.errors import NotFound
 from core.jobs.metrics_history import MetricsStore, metrics_view
 from core.storage.logs import MAX_TAIL_LINES, read_log
@@ -151,21 +152,36 @@ def list_artifacts(request: Request, service: ServiceDep, job_id: JobId) -> dict
     description=(
         "One artifact by its `name` (e.g. `my_lora.safetensors` or `samples/1735732800000__000000250_0.jpg`). "
         "LoRAs come as `application/octet-stream`, images with their type, the config as `text/yaml`, the "
-        "log as `text/plain`. Supports `Range` (206) and `If-None-Match` (304)."
+        "log as `text/plain`. Supports `Range` (206) and `If-None-Match` (304).\n\n"
+        "With a bucket configured, an artifact stored there answers `307 Temporary Redirect` to a pre-signed "
+        "URL (`LORAPOD_PRESIGN_SECONDS`); with `?redirect=false` the answer is JSON "
+        "`{url, expires_at, expires_in, key, name, size, sha256}` instead."
     ),
     response_class=Response,
-    responses={**DOWNLOAD_RESPONSES, **error_responses(401, 404, 409, 422, fields=("job_id", "name"))},
+    responses={
+        **DOWNLOAD_RESPONSES,
+        307: {"description": "With a bucket: the artifact is there; `Location` is its pre-signed URL."},
+        **error_responses(401, 404, 409, 422, fields=("job_id", "name")),
+    },
 )
 def download_artifact(
     request: Request,
     service: ServiceDep,
     job_id: JobId,
     name: Annotated[str, Path(max_length=1024, description="The artifact's name as listed.")],
+    redirect: Annotated[
+        bool, Query(description="With a bucket: redirect to the pre-signed URL (default) or return it as JSON.")
+    ] = True,
 ) -> Response:
     """Download an artifact."""
     artifact = service.find_artifact(service.get(job_id), name)
     if artifact is None:
         raise NotFound(f"job '{job_id}' has no artifact named '{name}'", field="name")
+    if service.objects is not None and isinstance(artifact.get("object"), dict):
+        signed = url_answer(service, artifact["object"], str(artifact["name"]))
+        if redirect:
+            return RedirectResponse(signed["url"], status_code=307)
+        return JSONResponse(signed)
     path = service.workspace.resolve(str(artifact["path"]), field="name")
     return file_response(request, path, field="name")
 

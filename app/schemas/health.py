@@ -25,6 +25,7 @@ HEALTH_EXAMPLE: dict[str, Any] = {
     },
     "disk": {"path": "/workspace", "free_bytes": 107374182400, "total_bytes": 214748364800},
     "bundles": {"path": "output/bundles", "count": 1, "bytes": 18874368, "retention_seconds": 3600.0},
+    "storage": {"configured": False},
     "database": {"ok": True, "dialect": "sqlite"},
     "queue_depth": 0,
     "jobs": {"completed": 3},
@@ -86,6 +87,17 @@ class Disk(Schema):
     total_bytes: int
 
 
+class Storage(Schema):
+    """The S3-compatible bucket, when one is configured, and whether it answers."""
+
+    configured: bool
+    ok: bool | None = None
+    endpoint: str | None = None
+    bucket: str | None = None
+    prefix: str | None = None
+    error: str | None = Field(default=None, description="Why the bucket is not usable.")
+
+
 class Database(Schema):
     """Whether the database answers, and which one it is."""
 
@@ -107,6 +119,7 @@ class Health(Schema):
     generation: Generation
     disk: Disk
     bundles: Bundles
+    storage: Storage
     database: Database
     queue_depth: int = Field(description="Jobs waiting for a slot.")
     jobs: dict[str, int] = Field(description="Jobs by status.")

@@ -9,6 +9,7 @@ Outputs, by type:
 - `health`: the health object of `JobService.health` (core.health).
 - `upload_training_data`: the upload summary `{dataset, saved, skipped, renamed, images, captions,
   images_without_caption}`. A file whose content is not valid base64 refuses the whole call (nothing written).
+  With `dataset_url` instead of `files`: the zip at that https:// or s3:// URL (core.storage.dataset_url).
 - `train`, `train_with_yaml`, `generate`, `caption_dataset`: with `wait` (the default) the finished process; a
   process that failed or was cancelled comes back with a top-level `error` too, so RunPod marks the call FAILED. With
   `"wait": false`: `{process_id, status, type}` at once (the seed's behaviour).
@@ -22,6 +23,8 @@ Outputs, by type:
   length, next_offset (null at the end), done, sha256 (of the whole file)}`; `download` adds `process_id`,
   `artifact` and `kind`, `bulk_download` adds `files` (how many are in the zip). Ask again with
   `offset = next_offset` until `done`. A chunk is at most what fits the /run payload limit after base64.
+  With a bucket configured, a file in the bucket comes as `{delivery: "url", url, expires_at, expires_in, key,
+  name, size, sha256}` instead (core.contract.object_downloads), unless the call asks `"delivery": "base64"`.
 
 A process is `core.contract.views.job_view` with its `error` renamed `process_error`: RunPod reads a truthy top-level
 `error` as the failure of the call itself, and asking for the status of a failed process is not a failure.
@@ -165,6 +168,7 @@ async def _job(
     request = parse(JOB_REQUEST_MODELS[kind], body)
     if kind == "generate":  # the first generation after start waits for the environment check
         await service.generation.settle()
+    await asyncio.to_thread(service.prepare, request)  # with a bucket: the datasets onto this worker's disk
     # Submitted on the loop, not in a thread: a cancel arriving now finds the job already created and reported.
     job = service.submit(request)
     if not should_wait:
@@ -267,7 +271,11 @@ def _health(service: JobService, _data: BaseModel) -> dict[str, Any]:
 
 
 def _upload(service: JobService, data: UploadInput) -> dict[str, Any]:
-    files = [item.model_dump() for item in data.files]
+    if (data.files is None) == (data.dataset_url is None):
+        raise InvalidInput("files", "give either files or dataset_url")
+    if data.dataset_url is not None:
+        return service.dataset_from_url(data.training_name, data.dataset_url).to_dict()
+    files = [item.model_dump() for item in data.files or []]
     return service.datasets.save_base64(data.training_name, files).to_dict()
 
 

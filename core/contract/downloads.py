@@ -6,6 +6,14 @@ from pathlib import Path
 from typing import Any
 
 from core.contract.inputs import BulkDownloadInput, DownloadFileInput, DownloadInput
+from core.contract.object_downloads import (
+    fetch_artifacts,
+    object_chunk,
+    object_for_path,
+    publish_bundle,
+    url_answer,
+    wants_url,
+)
 from core.errors import NotFound
 from core.jobs.rows import Job, JobType
 from core.jobs.service import JobService
@@ -16,7 +24,15 @@ from core.storage.workspace import Workspace
 def download_file(service: JobService, data: DownloadFileInput) -> dict[str, Any]:
     """One chunk of a workspace file."""
     workspace = service.workspace
-    refuse_private(workspace, workspace.resolve(data.file_path, field="file_path"), "file_path")
+    target = workspace.resolve(data.file_path, field="file_path")
+    refuse_private(workspace, target, "file_path")
+    if service.objects is not None and (obj := object_for_path(service, workspace.relative(target))) is not None:
+        if wants_url(service, data.delivery):
+            return {**url_answer(service, obj, target.name), "file_path": workspace.relative(target)}
+        if not target.is_file():
+            return object_chunk(
+                service, obj, workspace.relative(target), data.offset, data.length, chunk_limit(service)
+            )
     return chunk(service, data.file_path, data.offset, data.length)
 
 
@@ -30,6 +46,14 @@ def download(service: JobService, data: DownloadInput) -> dict[str, Any]:
         if named is None:
             raise NotFound(f"process '{job.id}' has no artifact named '{data.artifact}'", field="artifact")
         artifact = named
+    obj = artifact.get("object")
+    if isinstance(obj, dict) and service.objects is not None:
+        if wants_url(service, data.delivery):
+            out = {**url_answer(service, obj, str(artifact["name"])), "file_path": artifact["path"]}
+            return {**out, "process_id": job.id, "artifact": artifact["name"], "kind": artifact["kind"]}
+        if not service.workspace.resolve(str(artifact["path"]), field="artifact").is_file():
+            out = object_chunk(service, obj, str(artifact["path"]), data.offset, data.length, chunk_limit(service))
+            return {**out, "process_id": job.id, "artifact": artifact["name"], "kind": artifact["kind"]}
     out = chunk(service, str(artifact["path"]), data.offset, data.length)
     return {**out, "process_id": job.id, "artifact": artifact["name"], "kind": artifact["kind"]}
 
@@ -40,6 +64,8 @@ def bulk_download(service: JobService, data: BulkDownloadInput) -> dict[str, Any
     source = data.source()
     if source == "process_id":
         job = service.get(str(data.process_id))
+        if service.objects is not None:  # what only the bucket holds comes onto this disk first
+            fetch_artifacts(service, service.current_artifacts(job))
         paths = [workspace.resolve(str(a["path"]), field="process_id") for a in service.current_artifacts(job)]
         paths = [path for path in paths if path.is_file()]
         if not paths:
@@ -57,6 +83,8 @@ def bulk_download(service: JobService, data: BulkDownloadInput) -> dict[str, Any
     # Marked as read while built and read, so retention never removes it in between.
     with service.bundles.reading(workspace.output / "bundles" / f"{name}.zip"):
         archive = build_zip(workspace, paths, bundle_name=name)
+        if wants_url(service, data.delivery):
+            return publish_bundle(service, archive, len(paths))
         out = chunk(service, workspace.relative(archive), data.offset, data.length)
     return {**out, "files": len(paths)}
 

@@ -61,7 +61,12 @@ class UploadInput(_Input):
 
     type: Literal["upload_training_data"] = "upload_training_data"
     training_name: str = Field(..., min_length=1, max_length=64, description="The dataset's name.")
-    files: list[UploadFile] = Field(..., min_length=1, description="The files: [{filename, content, content_type}].")
+    files: list[UploadFile] | None = Field(
+        None, min_length=1, description="The files: [{filename, content, content_type}]."
+    )
+    dataset_url: str | None = Field(
+        None, min_length=1, max_length=4096, description="Instead of files: an https:// or s3:// URL of a zip."
+    )
 
 
 class ProcessesInput(_Input):
@@ -122,6 +127,9 @@ class _ChunkInput(_Input):
     offset: int = Field(0, ge=0, le=MAX_FILE_OFFSET, description="First byte to return.")
     length: int | None = Field(
         None, ge=1, le=MAX_CHUNK_REQUEST, description="Bytes wanted; default the most that fits the payload limit."
+    )
+    delivery: Literal["url", "base64"] | None = Field(
+        None, description="With a bucket: a pre-signed `url` (the default) or `base64` chunks as without one."
     )
 
 

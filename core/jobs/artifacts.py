@@ -38,7 +38,22 @@ def current_artifacts(job: Job, workspace: Workspace) -> list[dict[str, Any]]:
             if job.type == JobType.train
             else scan_generated(workspace.root / str(job.output_dir))
         )
-    return [artifact_record(a, workspace) for a in found] + side_artifacts(job, workspace)
+    return with_objects([artifact_record(a, workspace) for a in found] + side_artifacts(job, workspace), job.artifacts)
+
+
+def with_objects(found: list[dict[str, Any]], stored: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Files on disk gain the bucket object recorded for them; objects whose file is not here are listed too.
+
+    Without a bucket no stored record has an `object`, and this returns what is on disk unchanged.
+    """
+    objects = {str(r.get("name")): r for r in stored if isinstance(r.get("object"), dict)}
+    out = []
+    for record in found:
+        kept = objects.pop(str(record.get("name")), None)
+        if kept is not None and kept["object"].get("size") == record.get("size"):
+            record = {**record, "object": kept["object"]}
+        out.append(record)
+    return out + list(objects.values())
 
 
 def find_artifact(job: Job, name: str, workspace: Workspace) -> dict[str, Any] | None:

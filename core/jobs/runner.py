@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from core.errors import LorapodError
 from core.jobs.artifacts import side_artifacts
 from core.jobs.caption_run import AutocaptionTraining, CaptionExecution, release_captioner, slot_captioner
 from core.jobs.executions import (
@@ -27,6 +30,7 @@ from core.jobs.store import JobStore
 from core.log_context import job_context
 from core.metrics import ServiceMetrics
 from core.settings import Settings
+from core.storage.objects import ObjectStore
 from core.storage.workspace import Workspace, atomic_write_text
 from core.training.yaml_loader import dump_yaml
 from gpu.generation import WarmGenerator
@@ -41,13 +45,23 @@ class JobRunner:
     """Runs jobs on slots (called by the scheduler on the service's loop) and reaches the ones running here."""
 
     def __init__(
-        self, *, settings: Settings, workspace: Workspace, store: JobStore, notifier: Notifier, metrics: ServiceMetrics
+        self,
+        *,
+        settings: Settings,
+        workspace: Workspace,
+        store: JobStore,
+        notifier: Notifier,
+        metrics: ServiceMetrics,
+        objects: ObjectStore | None = None,
+        before_training: Callable[[Job], None] | None = None,
     ) -> None:
         self.settings = settings
         self.workspace = workspace
         self.store = store
         self.notifier = notifier
         self.metrics = metrics
+        self.objects = objects  # the bucket artifacts go to as they appear, when one is configured
+        self.before_training = before_training  # blocking preparation (datasets from the bucket), run in a thread
         self._executions: dict[str, Execution] = {}
 
     def stop(self, job_id: str) -> bool:
@@ -77,6 +91,7 @@ class JobRunner:
             if adopted
             else lambda: self.metrics.first_progress.labels(job.type).observe(time.monotonic() - began),
             loss_history=self._loss_history(job),
+            objects=self.objects,
         )
         job_context.set(job.id)  # this task's log lines carry the job id
         if not adopted:
@@ -94,11 +109,14 @@ class JobRunner:
             result = await execution.run()
             if job.type == JobType.train:
                 life.artifacts(scan_training(job, self.workspace))
-            final = life.finished(result.status, error=result.error, exit_code=result.exit_code)
+            status, error = await life.archive(result.status, result.error, result.exit_code)
+            final = life.finished(status, error=error, exit_code=result.exit_code)
         except Exception as exc:
             log.exception("job %s failed inside lorapod", job.id)
-            final = life.finished(JobStatus.failed, error=f"internal error: {exc}")
+            reason = exc.message if isinstance(exc, LorapodError) else f"internal error: {exc}"
+            final = life.finished(JobStatus.failed, error=reason)
         finally:
+            life.close()
             self._executions.pop(job.id, None)
         log.info("job %s ended: %s", job.id, final.status if final else "already ended")
         self.metrics.run_ended(
@@ -122,6 +140,8 @@ class JobRunner:
             if slot.generator is not None:  # a training needs the whole GPU: the warm generator goes
                 await slot.generator.shutdown()
                 slot.generator = None
+            if self.before_training is not None:
+                await asyncio.to_thread(self.before_training, job)
             # The launched config comes from the database, so a queued job survives a lost output folder.
             config_text = dump_yaml(job.config["ai_toolkit"])
             atomic_write_text(self.workspace.root / job.config["config_path"], config_text, durable=False)

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from core.db import make_engine, migrate
-from core.errors import Conflict, InvalidInput, Unavailable
+from core.errors import Conflict, InvalidInput, NotFound, Unavailable
 from core.health import health_report, install_scrape_gauges
 from core.jobs.artifacts import (
     current_artifacts,
@@ -25,6 +25,7 @@ from core.jobs.artifacts import (
 )
 from core.jobs.caption import CaptionOptions, CaptionParams, caption_config, check_dataset
 from core.jobs.cluster import PodLink
+from core.jobs.dataset_prep import datasets_of_job, datasets_of_request, materialise
 from core.jobs.executions import subprocess_env
 from core.jobs.generation import GenerateParams, build_generation_request, generation_config
 from core.jobs.notify import Notifier
@@ -34,12 +35,16 @@ from core.jobs.rows import Job, JobStatus, JobType, new_job_id, utcnow
 from core.jobs.runner import JobRunner
 from core.jobs.scheduler import Scheduler, Slot
 from core.jobs.store import JobStore
+from core.jobs.uploader import read_record
 from core.metrics import ServiceMetrics
 from core.readiness import GenerationProbe
 from core.settings import Settings
+from core.storage.bucket_datasets import BucketDatasetStore
 from core.storage.bundles import BundleKeeper
 from core.storage.captions import CaptionStore
-from core.storage.datasets import DatasetStore
+from core.storage.dataset_url import save_from_url
+from core.storage.datasets import DatasetStore, UploadSummary
+from core.storage.objects import ObjectStore, StorageError
 from core.storage.workspace import Workspace
 from core.training.builder import TrainingPlan, build_training_config
 from core.training.params import TrainParams
@@ -58,18 +63,29 @@ class JobService:
         self.workspace = Workspace(settings.workspace).ensure()
         self.engine = engine or make_engine(settings.effective_database_url)
         self.store = JobStore(self.engine)
+        self.objects = ObjectStore.from_settings(settings)  # None: no bucket, the workspace alone
+        limits = {
+            "max_file_bytes": settings.max_file_bytes,
+            "max_upload_bytes": settings.max_upload_bytes,
+            "max_zip_entries": settings.max_zip_entries,
+        }
         # one store, so REST and contract uploads into the same dataset share its commit lock
-        self.datasets = DatasetStore(
-            self.workspace,
-            max_file_bytes=settings.max_file_bytes,
-            max_upload_bytes=settings.max_upload_bytes,
-            max_zip_entries=settings.max_zip_entries,
+        self.datasets = (
+            DatasetStore(self.workspace, **limits)
+            if self.objects is None
+            else BucketDatasetStore(self.workspace, self.objects, **limits)
         )
         self.captions = CaptionStore(self.datasets)
         self.notifier = Notifier()
         self.metrics = ServiceMetrics()
         self.runner = JobRunner(
-            settings=settings, workspace=self.workspace, store=self.store, notifier=self.notifier, metrics=self.metrics
+            settings=settings,
+            workspace=self.workspace,
+            store=self.store,
+            notifier=self.notifier,
+            metrics=self.metrics,
+            objects=self.objects,
+            before_training=self.prepare_job if self.objects is not None else None,
         )
         try:
             gpus = parse_gpu_list(settings.gpus, detect_gpus() if not settings.gpus else [])
@@ -115,6 +131,11 @@ class JobService:
             return
         migrate(self.engine)
         self.generation.start()
+        if self.objects is not None:
+            try:
+                await asyncio.to_thread(self.objects.check)
+            except StorageError as exc:  # health reports it; calls that need the bucket fail with the same words
+                log.error("object storage is not usable: %s", exc.message)
         self.scheduler.attach(asyncio.get_running_loop())
         await recover_jobs(
             store=self.store,
@@ -299,8 +320,26 @@ class JobService:
     # -- reading -------------------------------------------------------------------------
 
     def get(self, job_id: str) -> Job:
-        """One job, or NotFound."""
-        return self.store.get(job_id)
+        """One job, or NotFound; with a bucket, a job another worker ran is read from its record there."""
+        job = self.store.find(job_id)
+        if job is None and self.objects is not None:
+            job = read_record(self.objects, job_id)
+        if job is None:
+            raise NotFound(f"no job with id '{job_id}'", field="process_id")
+        return job
+
+    def dataset_from_url(self, name: str, url: str) -> UploadSummary:
+        """Add the files of the zip at an https:// or s3:// URL to a dataset (blocking: call it in a thread)."""
+        allow = self.settings.dataset_url_allow_private
+        return save_from_url(self.datasets, name, url, objects=self.objects, allow_private=allow)
+
+    def prepare(self, request: JobRequest) -> None:
+        """Blocking work before a submit (call it in a thread): with a bucket, the datasets come onto this disk."""
+        materialise(self.datasets, datasets_of_request(request), missing_ok=True)
+
+    def prepare_job(self, job: Job) -> None:
+        """Before a training starts (in a thread): its datasets as the bucket has them now."""
+        materialise(self.datasets, datasets_of_job(job, self.workspace), missing_ok=False)
 
     def list(
         self, *, status: str | None = None, job_type: str | None = None, limit: int = 50, cursor: str | None = None
@@ -316,12 +355,17 @@ class JobService:
 
     def final_lora_of(self, job_id: str) -> Path | None:
         """The final LoRA file of a finished training job, if it wrote one."""
-        job = self.store.find(job_id)
-        if job is None:
+        try:
+            job = self.get(job_id)
+        except NotFound:
             return None
         for artifact in job.artifacts:
             if artifact.get("kind") == "lora":
-                return self.workspace.root / str(artifact["path"])
+                path = self.workspace.root / str(artifact["path"])
+                obj = artifact.get("object")
+                if self.objects is not None and isinstance(obj, dict) and not path.is_file():
+                    self.objects.get_file(str(obj["key"]), path, sha256=str(obj.get("sha256") or "") or None)
+                return path
         return None
 
     def queue_depth(self) -> int:
@@ -357,6 +401,8 @@ class JobService:
         if not job.terminal:
             raise Conflict(f"job '{job_id}' is {job.status}; cancel it before deleting", field="process_id")
         paths = [rel for rel in (job.output_dir, job.log_path) if rel]
+        if files and self.objects is not None:
+            self.objects.delete_prefix(self.objects.key("jobs", job_id) + "/")
         if files and outputs_elsewhere(job, self.workspace, self.settings.worker_id):
             # The pod that ran it holds the files: it deletes them when it hears of this (PostgreSQL).
             self.store.delete(job_id, purge_on=job.worker_id, paths=paths)
@@ -407,19 +453,25 @@ class JobService:
             workspace_root=self.workspace.root,
             generation=self.generation,
             bundles=self.bundles,
+            storage=self.objects.status() if self.objects is not None else {"configured": False},
         )
 
     # -- artifacts -----------------------------------------------------------------------
 
     def find_artifact(self, job: Job, name: str) -> dict[str, Any] | None:
         """The job's artifact of this name as on disk now, if there is one (OutputsElsewhere: another pod's)."""
-        require_outputs_here(job, self.workspace, self.settings.worker_id)
+        self._require_outputs_here(job)
         return find_artifact(job, name, self.workspace)
 
     def current_artifacts(self, job: Job) -> builtins.list[dict[str, Any]]:
         """A job's artifacts as on disk now (OutputsElsewhere when they are on another pod's disk)."""
-        require_outputs_here(job, self.workspace, self.settings.worker_id)
+        self._require_outputs_here(job)
         return current_artifacts(job, self.workspace)
+
+    def _require_outputs_here(self, job: Job) -> None:
+        # With a bucket every artifact is there, whichever pod ran the job; without one, only its pod has them.
+        if self.objects is None:
+            require_outputs_here(job, self.workspace, self.settings.worker_id)
 
 
 def _dataset_name(plan: TrainingPlan, workspace: Workspace) -> str | None:

@@ -441,6 +441,7 @@ def test_describe_signal(returncode: int, expected: str) -> None:
 
 def test_gpu_env() -> None:
     base = {"PATH": "/bin", "AITK_JOB_ID": "x", "CUDA_VISIBLE_DEVICES": "0,1", "PYTHONUNBUFFERED": "0"}
+    base |= {"BUCKET_ACCESS_KEY_ID": "key", "BUCKET_SECRET_ACCESS_KEY": SECRET}
     env = gpu_env(base, "1", {"HF_TOKEN": SECRET})
     assert env == {
         "PATH": "/bin",
