@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.contract.validation import field_path
-from core.errors import LorapodError
+from core.errors import LorapodError, is_disk_full
 
 log = logging.getLogger("lorapod.http")
 
@@ -34,6 +34,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, object]]:
         409: "Conflicts with the job's state",
         413: "Body or file over the configured limits",
         422: "Invalid input: the field and the reason",
+        507: "The server's disk is full; nothing was kept",
         503: "ai-toolkit is not configured",
     }
     return {
@@ -64,6 +65,9 @@ def install_error_handlers(app: FastAPI) -> None:
             return JSONResponse(
                 {"error": "path: is too long or not a valid file name", "field": "path"}, status_code=422
             )
+        if is_disk_full(exc):
+            log.error("the disk is full: %s", exc.strerror)
+            return JSONResponse({"error": "the server's disk is full; nothing was kept"}, status_code=507)
         log.exception("unexpected error", exc_info=exc)
         return JSONResponse({"error": "internal server error"}, status_code=500)
 

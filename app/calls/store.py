@@ -8,7 +8,6 @@ process it started, and its timestamps. A finished call's result is kept for the
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -19,9 +18,11 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from core.db import rows_changed, session_scope
-from core.errors import Conflict, NotFound
+from core.errors import Conflict, LorapodError, NotFound
 from core.jobs.requests import job_type_of
 from core.jobs.rows import utcnow
+from core.redaction import REDACTED, is_secret_value, redact
+from core.training.yaml_loader import dump_yaml, load_yaml
 
 
 class CallStatus(StrEnum):
@@ -38,9 +39,6 @@ class CallStatus(StrEnum):
 FINAL_STATUSES = frozenset({CallStatus.COMPLETED, CallStatus.FAILED, CallStatus.CANCELLED, CallStatus.TIMED_OUT})
 RETRYABLE_STATUSES = (CallStatus.FAILED, CallStatus.TIMED_OUT)
 UNFINISHED_STATUSES = (CallStatus.IN_QUEUE, CallStatus.IN_PROGRESS)
-REDACTED = "[redacted]"
-# Field names that carry credentials; their values are never stored.
-_SECRET_NAME = re.compile(r"token|secret|password|passwd|api[_-]?key|credential|access[_-]?(key|id)", re.IGNORECASE)
 INTERRUPTED = "the server restarted while this call ran"
 
 
@@ -82,7 +80,11 @@ class Call(SQLModel, table=True):
 
 def stored_input(payload: dict[str, Any]) -> dict[str, Any]:
     """The input as stored: base64 file contents left out (their size kept) and secret-looking fields redacted."""
-    cleaned = _redact(payload)
+    cleaned = redact(payload)
+    if isinstance(cleaned, dict):
+        for key in ("yaml_config", "config"):
+            if isinstance(cleaned.get(key), str):
+                cleaned[key] = redact_yaml_text(cleaned[key])
     files = cleaned.get("files") if isinstance(cleaned, dict) else None
     if isinstance(files, list):
         for item in files:
@@ -93,12 +95,15 @@ def stored_input(payload: dict[str, Any]) -> dict[str, Any]:
     return cast(dict[str, Any], cleaned)
 
 
-def _redact(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: REDACTED if isinstance(k, str) and _SECRET_NAME.search(k) else _redact(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact(item) for item in value]
-    return value
+def redact_yaml_text(text: str) -> str:
+    """A YAML config with its secrets redacted by the one rule; text that is not a config is not kept at all."""
+    try:
+        data = load_yaml(text, field="yaml_config")
+    except LorapodError:
+        return REDACTED
+    if not isinstance(data, dict | list):
+        return REDACTED if is_secret_value(text) else text
+    return dump_yaml(redact(data))
 
 
 def outcome(result: dict[str, Any]) -> tuple[CallStatus, Any, str | None]:

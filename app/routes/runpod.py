@@ -25,7 +25,8 @@ from app.calls.runner import CallRunner
 from app.calls.store import CallStatus, call_view
 from app.deps import limit_body
 from app.errors import error_responses
-from core.errors import LorapodError
+from core.contract.validation import MAX_JSON_DEPTH, check_depth
+from core.errors import InvalidInput, LorapodError
 from core.jobs.service import JobService
 
 router = APIRouter(prefix="/v2/{endpoint_id}", tags=["runpod"])
@@ -58,6 +59,12 @@ async def read_request(request: Request, limit: int) -> tuple[dict[str, Any], in
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise LorapodError("body: is not valid JSON", field="body") from None
+    except RecursionError:  # the decoder's own guard: far deeper than any call
+        raise LorapodError(f"body: is nested deeper than {MAX_JSON_DEPTH} levels", field="body") from None
+    try:
+        check_depth(body, "body")
+    except InvalidInput as exc:
+        raise LorapodError(exc.message, field="body") from None
     if not isinstance(body, dict) or not isinstance(body.get("input"), dict):
         raise LorapodError(
             'input: is required and must be a JSON object, as in {"input": {"type": ...}}', field="input"

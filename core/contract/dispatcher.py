@@ -44,9 +44,9 @@ from core.contract.inputs import (
     ProcessStatusInput,
     UploadInput,
 )
-from core.contract.validation import parse
+from core.contract.validation import check_depth, parse
 from core.contract.views import job_view
-from core.errors import Conflict, InvalidInput, LorapodError, NotFound
+from core.errors import Conflict, InvalidInput, LorapodError, NotFound, is_disk_full
 from core.jobs.requests import JOB_REQUEST_MODELS, job_type_of
 from core.jobs.rows import Job, JobStatus
 from core.jobs.service import JobService
@@ -98,6 +98,8 @@ async def dispatch(
     except OSError as exc:
         if exc.errno in (errno.ENAMETOOLONG, errno.EILSEQ):
             return {"error": "path: is too long or not a valid file name"}
+        if is_disk_full(exc):
+            return {"error": "the server's disk is full; nothing was kept"}
         log.exception("contract call failed")
         return {"error": f"internal error: {type(exc).__name__}: {exc}"}
     except Exception as exc:
@@ -121,6 +123,7 @@ async def _dispatch(
 ) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise InvalidInput("input", "must be a JSON object")
+    check_depth(payload, "input")
     kind = job_type_of(payload)
     expected = ", ".join(CONTRACT_TYPES)
     if kind is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from core.errors import is_disk_full
 from core.jobs.artifacts import side_artifacts
 from core.jobs.executions import Execution, GenerationExecution, TrainerExecution, scan_training, subprocess_env
 from core.jobs.generation import generation_request
@@ -65,8 +66,12 @@ class JobRunner:
                 life.artifacts(scan_training(job, self.workspace))
             life.finished(result.status, error=result.error, exit_code=result.exit_code)
         except Exception as exc:
-            log.exception("job %s failed inside lorapod", job.id)
-            life.finished(JobStatus.failed, error=f"internal error: {exc}")
+            if is_disk_full(exc):
+                log.error("job %s: the disk is full", job.id)
+                life.finished(JobStatus.failed, error=f"the disk is full: {exc}; free space, then resume or retry")
+            else:
+                log.exception("job %s failed inside lorapod", job.id)
+                life.finished(JobStatus.failed, error=f"internal error: {exc}")
         finally:
             self._executions.pop(job.id, None)
 

@@ -19,6 +19,7 @@ from core.errors import Conflict, InvalidInput, Unavailable
 from core.health import health_report
 from core.jobs.artifacts import current_artifacts, find_artifact
 from core.jobs.generation import GenerateParams, build_generation_request, generation_config
+from core.jobs.idempotency import request_fingerprint, same_request
 from core.jobs.notify import Notifier
 from core.jobs.recovery import recover_jobs
 from core.jobs.requests import JobRequest, TrainRequest, TrainYamlRequest
@@ -107,23 +108,30 @@ class JobService:
 
     # -- submission ----------------------------------------------------------------------
 
-    def submit_training(self, params: TrainParams, *, idempotency_key: str | None = None) -> Job:
+    def submit_training(
+        self, params: TrainParams, *, idempotency_key: str | None = None, request_hash: str | None = None
+    ) -> Job:
         """Queue a training from simple parameters; lorapod writes the ai-toolkit config."""
         self._require_toolkit()
         job_id = new_job_id(JobType.train)
         plan = build_training_config(params, workspace=self.workspace, job_id=job_id)
-        return self._queue_training(job_id, plan, params.model_dump(mode="json"), idempotency_key)
+        return self._queue_training(job_id, plan, params.model_dump(mode="json"), idempotency_key, request_hash)
 
-    def submit_training_yaml(self, yaml_text: str, *, idempotency_key: str | None = None) -> Job:
+    def submit_training_yaml(
+        self, yaml_text: str, *, idempotency_key: str | None = None, request_hash: str | None = None
+    ) -> Job:
         """Queue a training from a whole ai-toolkit config given as YAML."""
         self._require_toolkit()
         job_id = new_job_id(JobType.train)
         plan = parse_yaml_config(
             yaml_text, workspace=self.workspace, job_id=job_id, max_bytes=self.settings.max_yaml_bytes
         )
-        return self._queue_training(job_id, plan, {"yaml_config_bytes": len(yaml_text.encode())}, idempotency_key)
+        params = {"yaml_config_bytes": len(yaml_text.encode())}
+        return self._queue_training(job_id, plan, params, idempotency_key, request_hash)
 
-    def submit_generation(self, params: GenerateParams, *, idempotency_key: str | None = None) -> Job:
+    def submit_generation(
+        self, params: GenerateParams, *, idempotency_key: str | None = None, request_hash: str | None = None
+    ) -> Job:
         """Queue a generation on the warm generator."""
         job_id = new_job_id(JobType.generate)
         request = build_generation_request(
@@ -141,21 +149,28 @@ class JobService:
             log_path=self.workspace.relative(self.workspace.logs / f"{job_id}.log"),
             output_dir=self.workspace.relative(request.output_dir),
             idempotency_key=idempotency_key,
+            request_hash=request_hash if idempotency_key else None,
         )
         return self._enqueue(job)
 
     def submit(self, request: JobRequest, *, idempotency_key: str | None = None) -> Job:
-        """Queue any job request (train, train_with_yaml, generate)."""
+        """Queue any job request (train, train_with_yaml, generate); a reused key needs the same request."""
+        fingerprint = request_fingerprint(request) if idempotency_key else None
         if isinstance(request, TrainRequest):
             params = TrainParams.model_validate(request.model_dump(exclude={"type"}))
-            return self.submit_training(params, idempotency_key=idempotency_key)
+            return self.submit_training(params, idempotency_key=idempotency_key, request_hash=fingerprint)
         if isinstance(request, TrainYamlRequest):
-            return self.submit_training_yaml(request.text, idempotency_key=idempotency_key)
+            return self.submit_training_yaml(request.text, idempotency_key=idempotency_key, request_hash=fingerprint)
         params_g = GenerateParams.model_validate(request.model_dump(exclude={"type"}))
-        return self.submit_generation(params_g, idempotency_key=idempotency_key)
+        return self.submit_generation(params_g, idempotency_key=idempotency_key, request_hash=fingerprint)
 
     def _queue_training(
-        self, job_id: str, plan: TrainingPlan, params: dict[str, Any], idempotency_key: str | None
+        self,
+        job_id: str,
+        plan: TrainingPlan,
+        params: dict[str, Any],
+        idempotency_key: str | None,
+        request_hash: str | None = None,
     ) -> Job:
         job_dir = self.workspace.output / job_id
         config_path = job_dir / "job_config.yaml"  # written when the job starts, from the stored config
@@ -178,13 +193,14 @@ class JobService:
             log_path=self.workspace.relative(self.workspace.logs / f"{job_id}.log"),
             output_dir=self.workspace.relative(job_dir),
             idempotency_key=idempotency_key,
+            request_hash=request_hash if idempotency_key else None,
         )
         return self._enqueue(job)
 
     def _enqueue(self, job: Job) -> Job:
         if job.idempotency_key and (existing := self.store.by_idempotency_key(job.idempotency_key)):
-            return existing
-        stored = self.store.insert(job)
+            return same_request(existing, job)
+        stored = same_request(self.store.insert(job), job)
         self.notifier.notify(stored.id)
         self.scheduler.kick()
         return stored
