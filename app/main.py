@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from app.deps import Authorized
 from app.errors import install_error_handlers
-from app.routes import datasets, files, health, job_outputs, jobs, model_catalog, runpod
+from app.routes import datasets, files, health, job_control, job_outputs, jobs, model_catalog, runpod
 from core import __version__
 from core.jobs.service import JobService
 from core.settings import Settings, get_settings
@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(health.router)
-    for module in (jobs, job_outputs, datasets, model_catalog, files, runpod):
+    for module in (jobs, job_outputs, job_control, datasets, model_catalog, files, runpod):
         app.include_router(module.router, dependencies=[Authorized])
     return app
 

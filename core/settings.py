@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address the REST server binds to.")
     port: int = Field(8000, description="Port the REST server binds to.")
     stop_grace_seconds: float = Field(60.0, description="Seconds between SIGINT and SIGKILL on cancel.")
+    save_timeout_seconds: float = Field(
+        300.0, description="Longest wait for the checkpoint a cancel-with-save asks for before it stops anyway."
+    )
     progress_interval_seconds: float = Field(1.0, description="Least time between two stored progress updates.")
     generation_idle_seconds: float = Field(300.0, description="Idle time after which the warm generator exits.")
     max_upload_bytes: int = Field(2 * 1024**3, description="Largest dataset upload (one request).")

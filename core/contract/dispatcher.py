@@ -241,6 +241,7 @@ def progress_of(job: Job) -> dict[str, Any]:
         "percent": job.percent,
         "eta_seconds": job.eta_seconds,
         "loss": job.loss,
+        "info": job.info,
     }
 
 
@@ -273,7 +274,7 @@ def _process_status(service: JobService, data: ProcessStatusInput) -> dict[str, 
 
 
 def _cancel(service: JobService, data: CancelInput) -> dict[str, Any]:
-    return process_view(service.cancel(data.process_id))
+    return process_view(service.cancel(data.process_id, save=data.save))
 
 
 def _lora(service: JobService, _data: BaseModel) -> dict[str, Any]:

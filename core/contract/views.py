@@ -26,6 +26,7 @@ def progress_view(job: Job) -> dict[str, Any]:
         "rate": job.rate,
         "eta_seconds": job.eta_seconds,
         "loss": job.loss,
+        "info": job.info,  # the trainer's own status line, e.g. "Saving model"
     }
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from core.errors import is_disk_full
 from core.jobs.artifacts import side_artifacts
+from core.jobs.control import Flag, JobControl, control_path, controlled_config, is_controllable
 from core.jobs.executions import Execution, GenerationExecution, TrainerExecution, scan_training, subprocess_env
 from core.jobs.generation import generation_request
 from core.jobs.lifecycle import JobLifecycle
@@ -35,13 +36,18 @@ class JobRunner:
         self.notifier = notifier
         self._executions: dict[str, Execution] = {}
 
-    def stop(self, job_id: str) -> bool:
-        """Ask the job's execution on this server to stop; False when it does not run here."""
+    def stop(self, job_id: str, *, save: bool = False) -> bool:
+        """Ask the job's execution on this server to stop (saving first); False when it does not run here."""
         execution = self._executions.get(job_id)
         if execution is None:
             return False
-        execution.stop()
+        execution.stop(save=save)
         return True
+
+    def request(self, job_id: str, flag: Flag) -> bool:
+        """Raise save_now or sample_now on the job's trainer; False when it does not run here under control."""
+        execution = self._executions.get(job_id)
+        return isinstance(execution, TrainerExecution) and execution.request(flag)
 
     async def run(self, job: Job, slot: Slot, adopted: bool = False) -> None:
         """Run one job on its slot to the end; any failure inside lorapod fails the job, never the server."""
@@ -81,10 +87,15 @@ class JobRunner:
                 await slot.generator.shutdown()
                 slot.generator = None
             # The launched config comes from the database, so a queued job survives a lost output folder.
-            config_text = dump_yaml(job.config["ai_toolkit"])
-            atomic_write_text(self.workspace.root / job.config["config_path"], config_text, durable=False)
+            config = job.config["ai_toolkit"]
+            control = None
+            if is_controllable(job):
+                control = JobControl(control_path(job, self.workspace), job.id)
+                control.reset()  # stale flags from an earlier attempt would stop this one
+                config = controlled_config(config, control.path)
+            atomic_write_text(self.workspace.root / job.config["config_path"], dump_yaml(config), durable=False)
             return TrainerExecution.launch(
-                job=job, gpu=slot.gpu, settings=self.settings, workspace=self.workspace, life=life
+                job=job, gpu=slot.gpu, settings=self.settings, workspace=self.workspace, life=life, control=control
             )
         if slot.generator is None:
             slot.generator = WarmGenerator(

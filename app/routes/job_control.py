@@ -1,0 +1,51 @@
+"""/jobs/{id}/save, /sample, /resume, /retry: steer a running training, continue or restart a finished one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from app.deps import ServiceDep
+from app.errors import error_responses
+from app.routes.job_views import JOB_EXAMPLE, JobId, job_out, json_example, url_prefix
+
+router = APIRouter(tags=["jobs"])
+
+
+@router.post(
+    "/jobs/{job_id}/save",
+    status_code=202,
+    summary="Save a checkpoint now",
+    description=(
+        "A running training writes a checkpoint at its next step end and trains on (ai-toolkit's job-control "
+        "`save_now`); it appears among the job's artifacts within a few seconds, and `progress.info` reads "
+        "`Saving model` meanwhile. 409 when the job is not a running training, or its trainer type takes no "
+        "requests (`textual_inversion_trainer`)."
+    ),
+    responses={202: json_example("The job.", JOB_EXAMPLE), **error_responses(401, 404, 409, 422)},
+)
+def save_now(request: Request, service: ServiceDep, job_id: JobId) -> dict[str, Any]:
+    """Save a checkpoint now."""
+    return job_out(service.request(job_id, "save_now"), url_prefix(request))
+
+
+@router.post(
+    "/jobs/{job_id}/sample",
+    status_code=202,
+    summary="Render the sample prompts now",
+    description=(
+        "A running training renders its sample prompts at its next step end and trains on (`sample_now`); the "
+        "images appear among the artifacts (`kind: sample`). 409 when the job is not a running training or "
+        "has no sample prompts."
+    ),
+    responses={202: json_example("The job.", JOB_EXAMPLE), **error_responses(401, 404, 409, 422)},
+)
+def sample_now(request: Request, service: ServiceDep, job_id: JobId) -> dict[str, Any]:
+    """Render the sample prompts now."""
+    return job_out(service.request(job_id, "sample_now"), url_prefix(request))
+
+
+def _created(request: Request, response: Response, body: dict[str, Any]) -> dict[str, Any]:
+    response.headers["Location"] = body["links"]["self"]
+    return body
