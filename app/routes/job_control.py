@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request, Response
 from app.deps import ServiceDep
 from app.errors import error_responses
 from app.routes.job_views import JOB_EXAMPLE, JobId, job_out, json_example, url_prefix
+from app.routes.jobs import IdempotencyKey
 
 router = APIRouter(tags=["jobs"])
 
@@ -49,3 +50,55 @@ def sample_now(request: Request, service: ServiceDep, job_id: JobId) -> dict[str
 def _created(request: Request, response: Response, body: dict[str, Any]) -> dict[str, Any]:
     response.headers["Location"] = body["links"]["self"]
     return body
+
+
+@router.post(
+    "/jobs/{job_id}/resume",
+    status_code=202,
+    summary="Resume a failed or cancelled training",
+    description=(
+        "Queue a new attempt, linked to this one (`resumed_from`), that continues from its newest intact "
+        "checkpoint with the same config and total steps. A checkpoint cut short while being written (the "
+        "trainer killed mid-save, a full disk) is detected and skipped; the new attempt's `warnings` say which "
+        "it resumed from and which it skipped. `resumable_from_step` on a job tells whether this is possible. "
+        "409 when the job is not a failed or cancelled training, or it saved no intact checkpoint (retry it)."
+    ),
+    responses={
+        202: json_example(
+            "The new attempt.", {**JOB_EXAMPLE, "status": "queued", "resumed_from": "train_0a1b2c3d4e5f"}
+        ),
+        **error_responses(401, 404, 409, 422, 503),
+    },
+)
+def resume_job(
+    request: Request, response: Response, service: ServiceDep, job_id: JobId, idempotency_key: IdempotencyKey = None
+) -> dict[str, Any]:
+    """Resume a failed or cancelled training."""
+    return _created(
+        request, response, job_out(service.resume(job_id, idempotency_key=idempotency_key), url_prefix(request))
+    )
+
+
+@router.post(
+    "/jobs/{job_id}/retry",
+    status_code=202,
+    summary="Start a failed job again from scratch",
+    description=(
+        "Queue a new attempt of a failed job, linked to it (`retried_from`): a training starts again from step "
+        "0 in a fresh folder with the same config; a generation runs with the same parameters. 409 unless the "
+        "job failed."
+    ),
+    responses={
+        202: json_example(
+            "The new attempt.", {**JOB_EXAMPLE, "status": "queued", "retried_from": "train_0a1b2c3d4e5f"}
+        ),
+        **error_responses(401, 404, 409, 422, 503),
+    },
+)
+def retry_job(
+    request: Request, response: Response, service: ServiceDep, job_id: JobId, idempotency_key: IdempotencyKey = None
+) -> dict[str, Any]:
+    """Start a failed job again from scratch."""
+    return _created(
+        request, response, job_out(service.retry(job_id, idempotency_key=idempotency_key), url_prefix(request))
+    )

@@ -156,9 +156,13 @@ async def _job(
     if wait_field is not None and not isinstance(wait_field, bool):
         raise InvalidInput("wait", "must be true or false")
     should_wait = wait_field if wait_field is not None else (wait if wait is not None else True)
-    request = parse(JOB_REQUEST_MODELS[kind], body)
-    # Submitted on the loop, not in a thread: a cancel arriving now finds the job already created and reported.
-    job = service.submit(request)
+    resume_from = body.pop("resume_from", None)
+    if resume_from is not None:
+        job = resume_request(service, kind, resume_from, body)
+    else:
+        request = parse(JOB_REQUEST_MODELS[kind], body)
+        # Submitted on the loop, not in a thread: a cancel arriving now finds the job already created and reported.
+        job = service.submit(request)
     if not should_wait:
         return {"process_id": job.id, "status": str(job.status), "type": str(job.type)}
     reporter = ProgressReporter(progress, service.settings.progress_interval_seconds)
@@ -170,6 +174,18 @@ async def _job(
             await _stop(service, job.id)
         raise
     return finished(job)
+
+
+def resume_request(service: JobService, kind: str, resume_from: Any, body: dict[str, Any]) -> Job:
+    """`resume_from: <process_id>` on train/train_with_yaml: a new attempt of that process, from its checkpoint."""
+    if kind == "generate":
+        raise InvalidInput("resume_from", "only a training can be resumed (type train or train_with_yaml)")
+    if not isinstance(resume_from, str) or not 1 <= len(resume_from) <= 64:
+        raise InvalidInput("resume_from", "must be the process_id of a failed or cancelled training")
+    extra = sorted(set(body) - {"type"})
+    if extra:
+        raise InvalidInput(extra[0], "cannot be combined with resume_from: a resume keeps the stored config")
+    return service.resume(resume_from)
 
 
 def finished(job: Job) -> dict[str, Any]:

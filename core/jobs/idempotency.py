@@ -25,3 +25,11 @@ def same_request(existing: Job, new: Job) -> Job:
         "Idempotency-Key",
         f"was already used for job {existing.id} with a different request; use a new key for a new request",
     )
+
+
+def keyed(job: Job, key: str | None, request: str) -> Job:
+    """The job carrying an Idempotency-Key and the fingerprint of a request given as text (resume, retry)."""
+    if key:
+        job.idempotency_key = key
+        job.request_hash = hashlib.sha256(request.encode()).hexdigest()
+    return job

@@ -20,10 +20,11 @@ from core.health import health_report
 from core.jobs.artifacts import current_artifacts, find_artifact
 from core.jobs.control import Flag, JobControl, can_sample, control_path, is_controllable
 from core.jobs.generation import GenerateParams, build_generation_request, generation_config
-from core.jobs.idempotency import request_fingerprint, same_request
+from core.jobs.idempotency import keyed, request_fingerprint, same_request
 from core.jobs.notify import Notifier
 from core.jobs.recovery import recover_jobs
 from core.jobs.requests import JobRequest, TrainRequest, TrainYamlRequest
+from core.jobs.resume import prepare_resume, prepare_retry
 from core.jobs.rows import Job, JobStatus, JobType, new_job_id, utcnow
 from core.jobs.runner import JobRunner
 from core.jobs.scheduler import Scheduler, Slot
@@ -283,6 +284,22 @@ class JobService:
         # The table is a file in the shared workspace, so any worker can raise the flag.
         JobControl(path, job.id).request(flag)
         return self.store.get(job_id)
+
+    def resume(self, job_id: str, *, idempotency_key: str | None = None) -> Job:
+        """A new attempt of a failed or cancelled training from its newest intact checkpoint, linked to it."""
+        self._require_toolkit()
+        new = prepare_resume(self.store.get(job_id), self.workspace)
+        return self._enqueue(keyed(new, idempotency_key, f"resume:{job_id}"))
+
+    def retry(self, job_id: str, *, idempotency_key: str | None = None) -> Job:
+        """A failed job started again from scratch, linked to it."""
+        old = self.store.get(job_id)
+        if old.type == JobType.generate and old.status == JobStatus.failed:
+            new = self.submit_generation(GenerateParams.model_validate(old.params))
+            self.store.update(new.id, retried_from=old.id)
+            return self.store.get(new.id)
+        self._require_toolkit()
+        return self._enqueue(keyed(prepare_retry(old, self.workspace), idempotency_key, f"retry:{job_id}"))
 
     def delete(self, job_id: str, *, files: bool = False) -> None:
         """Remove a finished job's record, and with files=True its output folder and log."""
