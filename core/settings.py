@@ -7,14 +7,18 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.webhooks.signing import secret_bytes
 
 
 class Settings(BaseSettings):
     """lorapod's configuration; secrets are SecretStr and never appear in a repr."""
 
-    model_config = SettingsConfigDict(env_prefix="LORAPOD_", extra="ignore", env_file=None, populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix="LORAPOD_", extra="ignore", env_file=None, populate_by_name=True, hide_input_in_errors=True
+    )
 
     workspace: Path = Field(Path("./workspace"), description="Root of datasets, models, outputs and logs.")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default an SQLite file in the workspace.")
@@ -55,6 +59,27 @@ class Settings(BaseSettings):
     payload_limit_runsync_bytes: int = Field(20 * 1000**2, description="Largest /runsync payload (20 MB).")
     result_retention_run_seconds: float = Field(1800.0, description="How long /run results are kept.")
     result_retention_runsync_seconds: float = Field(60.0, description="How long /runsync results are kept.")
+
+    webhook_secret: SecretStr | None = Field(
+        None, description="Standard Webhooks secret (whsec_<base64>) signing every webhook; webhooks need it."
+    )
+    webhook_allow_private: bool = Field(False, description="Allow webhooks to loopback and private addresses.")
+    webhook_attempts: int = Field(6, ge=1, le=20, description="Delivery attempts of a job's final webhook.")
+    webhook_backoff_seconds: float = Field(2.0, ge=0, description="Wait before the 2nd attempt; doubles after.")
+    webhook_timeout_seconds: float = Field(10.0, gt=0, description="Timeout of one webhook attempt.")
+    webhook_progress_seconds: float = Field(10.0, ge=0, description="Least time between two progress webhooks.")
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # Fail at start-up, not at the first delivery; the message never repeats the value.
+        if value is not None:
+            secret_bytes(value.get_secret_value())
+        return value
+
+    def webhook_key(self) -> bytes | None:
+        """The HMAC key of LORAPOD_WEBHOOK_SECRET, or None when webhooks are off."""
+        return secret_bytes(self.webhook_secret.get_secret_value()) if self.webhook_secret else None
 
     @property
     def effective_database_url(self) -> str:

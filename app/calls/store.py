@@ -71,6 +71,8 @@ class Call(SQLModel, table=True):
     expires_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True, index=True)
     )
+    # RunPod's top-level `webhook`: {"url", "attempts": [...]}, delivered when the call ends
+    webhook: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
     @property
     def final(self) -> bool:
@@ -156,7 +158,14 @@ class CallStore:
         self.run_retention = timedelta(seconds=run_retention_seconds)
         self.runsync_retention = timedelta(seconds=runsync_retention_seconds)
 
-    def create(self, payload: dict[str, Any], *, sync: bool, execution_timeout_ms: int | None = None) -> Call:
+    def create(
+        self,
+        payload: dict[str, Any],
+        *,
+        sync: bool,
+        execution_timeout_ms: int | None = None,
+        webhook: str | None = None,
+    ) -> Call:
         """A new call, IN_QUEUE; ids look like the cloud's (`sync-` for /runsync)."""
         self.delete_expired()
         call_id = f"sync-{uuid.uuid4()}" if sync else f"{uuid.uuid4()}-u1"
@@ -169,6 +178,7 @@ class CallStore:
             sync=sync,
             execution_timeout_ms=execution_timeout_ms,
             worker_id=self.worker_id,
+            webhook={"url": webhook, "attempts": []} if webhook else None,
         )
         with session_scope(self.engine) as session:
             session.add(call)

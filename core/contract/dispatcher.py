@@ -47,7 +47,7 @@ from core.contract.inputs import (
 from core.contract.validation import check_depth, parse
 from core.contract.views import job_view
 from core.errors import Conflict, InvalidInput, LorapodError, NotFound, is_disk_full
-from core.jobs.requests import JOB_REQUEST_MODELS, job_type_of
+from core.jobs.requests import JOB_REQUEST_MODELS, WEBHOOK_FIELDS, WebhookFields, job_type_of
 from core.jobs.rows import Job, JobStatus
 from core.jobs.service import JobService
 from core.storage.catalog import list_base_models, list_loras
@@ -182,10 +182,11 @@ def resume_request(service: JobService, kind: str, resume_from: Any, body: dict[
         raise InvalidInput("resume_from", "only a training can be resumed (type train or train_with_yaml)")
     if not isinstance(resume_from, str) or not 1 <= len(resume_from) <= 64:
         raise InvalidInput("resume_from", "must be the process_id of a failed or cancelled training")
-    extra = sorted(set(body) - {"type"})
+    extra = sorted(set(body) - {"type", *WEBHOOK_FIELDS})
     if extra:
         raise InvalidInput(extra[0], "cannot be combined with resume_from: a resume keeps the stored config")
-    return service.resume(resume_from)
+    hooks = parse(WebhookFields, {k: v for k, v in body.items() if k in WEBHOOK_FIELDS})
+    return service.resume(resume_from, webhook=hooks.webhook, progress=hooks.webhook_progress)
 
 
 def finished(job: Job) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from core.jobs.generation import GenerateParams, build_generation_request, gener
 from core.jobs.idempotency import keyed, request_fingerprint, same_request
 from core.jobs.notify import Notifier
 from core.jobs.recovery import recover_jobs
-from core.jobs.requests import JobRequest, TrainRequest, TrainYamlRequest
+from core.jobs.requests import WEBHOOK_FIELDS, JobRequest, TrainRequest, TrainYamlRequest
 from core.jobs.resume import prepare_resume, prepare_retry
 from core.jobs.rows import Job, JobStatus, JobType, new_job_id, utcnow
 from core.jobs.runner import JobRunner
@@ -35,6 +35,7 @@ from core.storage.workspace import Workspace
 from core.training.builder import TrainingPlan, build_training_config
 from core.training.params import TrainParams
 from core.training.yaml_rewrite import parse_yaml_config
+from core.webhooks.jobs import JobWebhooks, webhook_field
 from gpu.devices import detect_gpus, parse_gpu_list
 
 log = logging.getLogger("lorapod.jobs")
@@ -56,6 +57,7 @@ class JobService:
             max_zip_entries=settings.max_zip_entries,
         )
         self.notifier = Notifier()
+        self.webhooks = JobWebhooks(store=self.store, settings=settings, notifier=self.notifier)
         self.runner = JobRunner(settings=settings, workspace=self.workspace, store=self.store, notifier=self.notifier)
         try:
             gpus = parse_gpu_list(settings.gpus, detect_gpus() if not settings.gpus else [])
@@ -85,6 +87,7 @@ class JobService:
             current_artifacts=self.current_artifacts,
         )
         self.started = True
+        self.webhooks.start(asyncio.get_running_loop())
         self._housekeeping = asyncio.create_task(self._housekeep(), name="lorapod-housekeeping")
         self.scheduler.kick()
 
@@ -95,6 +98,7 @@ class JobService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeping
         await self.scheduler.shutdown()
+        await self.webhooks.close()
         self.started = False
 
     async def _housekeep(self) -> None:
@@ -111,16 +115,28 @@ class JobService:
     # -- submission ----------------------------------------------------------------------
 
     def submit_training(
-        self, params: TrainParams, *, idempotency_key: str | None = None, request_hash: str | None = None
+        self,
+        params: TrainParams,
+        *,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+        webhook: dict[str, Any] | None = None,
     ) -> Job:
         """Queue a training from simple parameters; lorapod writes the ai-toolkit config."""
         self._require_toolkit()
         job_id = new_job_id(JobType.train)
         plan = build_training_config(params, workspace=self.workspace, job_id=job_id)
-        return self._queue_training(job_id, plan, params.model_dump(mode="json"), idempotency_key, request_hash)
+        return self._queue_training(
+            job_id, plan, params.model_dump(mode="json"), idempotency_key, request_hash, webhook
+        )
 
     def submit_training_yaml(
-        self, yaml_text: str, *, idempotency_key: str | None = None, request_hash: str | None = None
+        self,
+        yaml_text: str,
+        *,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+        webhook: dict[str, Any] | None = None,
     ) -> Job:
         """Queue a training from a whole ai-toolkit config given as YAML."""
         self._require_toolkit()
@@ -129,10 +145,15 @@ class JobService:
             yaml_text, workspace=self.workspace, job_id=job_id, max_bytes=self.settings.max_yaml_bytes
         )
         params = {"yaml_config_bytes": len(yaml_text.encode())}
-        return self._queue_training(job_id, plan, params, idempotency_key, request_hash)
+        return self._queue_training(job_id, plan, params, idempotency_key, request_hash, webhook)
 
     def submit_generation(
-        self, params: GenerateParams, *, idempotency_key: str | None = None, request_hash: str | None = None
+        self,
+        params: GenerateParams,
+        *,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+        webhook: dict[str, Any] | None = None,
     ) -> Job:
         """Queue a generation on the warm generator."""
         job_id = new_job_id(JobType.generate)
@@ -152,19 +173,22 @@ class JobService:
             output_dir=self.workspace.relative(request.output_dir),
             idempotency_key=idempotency_key,
             request_hash=request_hash if idempotency_key else None,
+            webhook=webhook,
         )
         return self._enqueue(job)
 
     def submit(self, request: JobRequest, *, idempotency_key: str | None = None) -> Job:
         """Queue any job request (train, train_with_yaml, generate); a reused key needs the same request."""
         fingerprint = request_fingerprint(request) if idempotency_key else None
+        hook = webhook_field(self.settings, request.webhook, request.webhook_progress)
+        keys: dict[str, Any] = {"idempotency_key": idempotency_key, "request_hash": fingerprint, "webhook": hook}
         if isinstance(request, TrainRequest):
-            params = TrainParams.model_validate(request.model_dump(exclude={"type"}))
-            return self.submit_training(params, idempotency_key=idempotency_key, request_hash=fingerprint)
+            params = TrainParams.model_validate(request.model_dump(exclude={"type", *WEBHOOK_FIELDS}))
+            return self.submit_training(params, **keys)
         if isinstance(request, TrainYamlRequest):
-            return self.submit_training_yaml(request.text, idempotency_key=idempotency_key, request_hash=fingerprint)
-        params_g = GenerateParams.model_validate(request.model_dump(exclude={"type"}))
-        return self.submit_generation(params_g, idempotency_key=idempotency_key, request_hash=fingerprint)
+            return self.submit_training_yaml(request.text, **keys)
+        params_g = GenerateParams.model_validate(request.model_dump(exclude={"type", *WEBHOOK_FIELDS}))
+        return self.submit_generation(params_g, **keys)
 
     def _queue_training(
         self,
@@ -173,6 +197,7 @@ class JobService:
         params: dict[str, Any],
         idempotency_key: str | None,
         request_hash: str | None = None,
+        webhook: dict[str, Any] | None = None,
     ) -> Job:
         job_dir = self.workspace.output / job_id
         config_path = job_dir / "job_config.yaml"  # written when the job starts, from the stored config
@@ -196,6 +221,7 @@ class JobService:
             output_dir=self.workspace.relative(job_dir),
             idempotency_key=idempotency_key,
             request_hash=request_hash if idempotency_key else None,
+            webhook=webhook,
         )
         return self._enqueue(job)
 
@@ -203,6 +229,7 @@ class JobService:
         if job.idempotency_key and (existing := self.store.by_idempotency_key(job.idempotency_key)):
             return same_request(existing, job)
         stored = same_request(self.store.insert(job), job)
+        self.webhooks.watch(stored)
         self.notifier.notify(stored.id)
         self.scheduler.kick()
         return stored
@@ -285,10 +312,15 @@ class JobService:
         JobControl(path, job.id).request(flag)
         return self.store.get(job_id)
 
-    def resume(self, job_id: str, *, idempotency_key: str | None = None) -> Job:
+    def resume(
+        self, job_id: str, *, idempotency_key: str | None = None, webhook: str | None = None, progress: bool = False
+    ) -> Job:
         """A new attempt of a failed or cancelled training from its newest intact checkpoint, linked to it."""
         self._require_toolkit()
+        hook = webhook_field(self.settings, webhook, progress) if webhook or progress else None
         new = prepare_resume(self.store.get(job_id), self.workspace)
+        if hook is not None:
+            new.webhook = hook
         return self._enqueue(keyed(new, idempotency_key, f"resume:{job_id}"))
 
     def retry(self, job_id: str, *, idempotency_key: str | None = None) -> Job:
