@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from core.jobs.rows import Job
+from core.errors import Conflict
+from core.jobs.rows import Job, JobStatus, JobType
 from core.storage.workspace import Workspace
 from gpu.loop import call_soon
 
@@ -210,3 +211,17 @@ class ControlDriver:
         pattern = f"{self.job_name}_*.safetensors"
         # a coarse filesystem clock can stamp a file written just after `moment` slightly before it
         return any(path.stat().st_mtime >= moment - 0.05 for path in self.save_root.glob(pattern))
+
+
+def raise_flag(job: Job, workspace: Workspace, flag: Flag) -> None:
+    """Raise save_now or sample_now for a running training; Conflict says why it cannot be done."""
+    what = "save a checkpoint" if flag == "save_now" else "render samples"
+    if job.type != JobType.train or job.status != JobStatus.running:
+        raise Conflict(f"job '{job.id}' is a {job.status} {job.type} job; only a running training can {what}")
+    if flag == "sample_now" and not can_sample(job):
+        raise Conflict(f"job '{job.id}' has no sample prompts to render", field="sample_prompts")
+    path = control_path(job, workspace)
+    if not is_controllable(job) or not path.is_file():
+        raise Conflict(f"job '{job.id}' runs a trainer type that takes no requests; only cancel is possible")
+    # The table is a file in the shared workspace, so any worker can raise the flag.
+    JobControl(path, job.id).request(flag)

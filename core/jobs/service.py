@@ -18,7 +18,7 @@ from core.db import make_engine, migrate
 from core.errors import Conflict, InvalidInput, Unavailable
 from core.health import health_report
 from core.jobs.artifacts import current_artifacts, find_artifact
-from core.jobs.control import Flag, JobControl, can_sample, control_path, is_controllable
+from core.jobs.control import Flag, raise_flag
 from core.jobs.generation import GenerateParams, build_generation_request, generation_config
 from core.jobs.idempotency import keyed, request_fingerprint, same_request
 from core.jobs.notify import Notifier
@@ -299,17 +299,7 @@ class JobService:
 
     def request(self, job_id: str, flag: Flag) -> Job:
         """Ask a running training to save a checkpoint (save_now) or render its samples (sample_now) now."""
-        job = self.store.get(job_id)
-        what = "save a checkpoint" if flag == "save_now" else "render samples"
-        if job.type != JobType.train or job.status != JobStatus.running:
-            raise Conflict(f"job '{job_id}' is a {job.status} {job.type} job; only a running training can {what}")
-        if flag == "sample_now" and not can_sample(job):
-            raise Conflict(f"job '{job_id}' has no sample prompts to render", field="sample_prompts")
-        path = control_path(job, self.workspace)
-        if not is_controllable(job) or not path.is_file():
-            raise Conflict(f"job '{job_id}' runs a trainer type that takes no requests; only cancel is possible")
-        # The table is a file in the shared workspace, so any worker can raise the flag.
-        JobControl(path, job.id).request(flag)
+        raise_flag(self.store.get(job_id), self.workspace, flag)
         return self.store.get(job_id)
 
     def resume(
