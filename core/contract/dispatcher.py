@@ -12,8 +12,13 @@ Outputs, by type:
 - `train`, `train_with_yaml`, `generate`: with `wait` (the default) the finished process; a process that failed
   or was cancelled comes back with a top-level `error` too, so RunPod marks the call FAILED. With
   `"wait": false`: `{process_id, status, type}` at once (the seed's behaviour).
+  Any of the three also takes `webhook` (a URL that receives the final process, signed the Standard Webhooks way)
+  and `webhook_progress`. `train`/`train_with_yaml` with `resume_from: <process_id>` (and no other training field)
+  start a new attempt of that failed or cancelled training from its newest intact checkpoint.
 - `processes`: `{"processes": [process, ...], "next_cursor": str | None}`; filters `status`, `job_type`.
-- `process_status`, `cancel`: the process.
+- `process_status`, `cancel`: the process. `cancel` with `"save": true` has a running training save a checkpoint
+  first. Saving or sampling without stopping are REST-only (`POST /jobs/{id}/save`, `/sample`): the contract keeps
+  the seed's fourteen types, and `cancel` gains the one control a contract caller needs (stop without losing work).
 - `lora`: `{"loras": [...]}`; `list_models`: `{"base_models": [...], "loras": [...]}`; `list_files`: `{"files": [...]}`.
 - `download_file`, `download`, `bulk_download`: one chunk `{file_path, name, content (base64), size, offset,
   length, next_offset (null at the end), done, sha256 (of the whole file)}`; `download` adds `process_id`,
