@@ -172,3 +172,32 @@ def test_private_and_malformed_targets_are_refused(tmp_path: Path, url: str) -> 
             assert client.get("/jobs").json()["data"] == []
     finally:
         server.stop()
+
+
+def test_a_final_message_still_pending_at_a_restart_is_sent_at_the_next_start(settings: Settings) -> None:
+    from core.db import make_engine
+    from core.jobs.rows import Job, JobStatus, JobType, utcnow
+    from core.jobs.store import JobStore
+
+    LiveServer(settings).start().stop()  # creates and migrates the database
+    with WebhookReceiver(SECRET) as receiver:
+        store = JobStore(make_engine(settings.effective_database_url))
+        store.insert(
+            Job(
+                id="train_00000000aaaa",
+                type=JobType.train,
+                status=JobStatus.completed,
+                name="left",
+                finished_at=utcnow(),
+                webhook={"url": receiver.url, "progress": False, "state": "pending", "attempts": []},
+            )
+        )
+        server = LiveServer(settings).start()
+        try:
+            messages = receiver.wait_for(lambda m: len(m) >= 1)
+            with httpx.Client(base_url=server.url, timeout=30) as client:
+                job = finished(client, "train_00000000aaaa", lambda j: j["webhook"]["state"] == "delivered")
+        finally:
+            server.stop()
+    assert messages[0]["verified"] and messages[0]["headers"]["webhook-id"] == "msg_train_00000000aaaa_completed"
+    assert len(job["webhook"]["attempts"]) == 1
