@@ -159,6 +159,10 @@ class ControlDriver:
         self._task: asyncio.Task[None] | None = None
         self._last_info: str | None = None
 
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The loop the trainer is followed on (save-then-stop runs there)."""
+        self._loop = loop
+
     async def watch(self) -> None:
         """Report the trainer's status line whenever it changes, until cancelled (the trainer's end)."""
         self._loop = asyncio.get_running_loop()
@@ -180,6 +184,9 @@ class ControlDriver:
 
     def save_then_stop(self) -> None:
         """Ask for a checkpoint, wait until it is written, then stop; safe from any thread."""
+        if self._loop is None or self._loop.is_closed():
+            self._stop()  # not followed yet (or any more): a plain stop rather than none
+            return
         self.stopping_after_save = True
         call_soon(self._loop, self._begin_save_then_stop)
 

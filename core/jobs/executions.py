@@ -124,7 +124,10 @@ class TrainerExecution:
 
     async def run(self) -> ExecutionResult:
         """Follow the trainer to its end (watching its status line) and map its outcome to a job status."""
-        watcher = asyncio.ensure_future(self.driver.watch()) if self.driver else None
+        watcher = None
+        if self.driver is not None:
+            self.driver.bind(asyncio.get_running_loop())
+            watcher = asyncio.ensure_future(self.driver.watch())
         try:
             outcome = await self.trainer.run()
         finally:

@@ -71,7 +71,7 @@ def next_attempt(old: Job, workspace: Workspace, *, link: Literal["resumed_from"
     if isinstance(tree.get("meta"), dict):
         tree["meta"]["lorapod_job"] = job_id
     config: dict[str, Any] = {
-        **old.config,
+        **{k: v for k, v in old.config.items() if k != "resume_step"},
         "save_root": workspace.relative(folder / name),
         "config_path": workspace.relative(folder / "job_config.yaml"),
         "warnings": [],
