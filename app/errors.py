@@ -77,6 +77,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        if is_disk_full(exc):  # the database on a full disk
+            log.error("the disk is full: %s", type(exc).__name__)
+            return JSONResponse({"error": "the server's disk is full; nothing was kept"}, status_code=507)
         log.exception("unexpected error", exc_info=exc)
         return JSONResponse({"error": "internal server error"}, status_code=500)
 

@@ -71,5 +71,8 @@ DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def is_disk_full(exc: BaseException) -> bool:
-    """Whether an error is the filesystem running out of space (or quota)."""
-    return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
+    """Whether an error is the filesystem running out of space (or quota), SQLite's own report included."""
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+        return True
+    # sqlite3 (and SQLAlchemy wrapping it) report a full disk as an OperationalError with this text
+    return "database or disk is full" in str(exc)

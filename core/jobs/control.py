@@ -232,3 +232,14 @@ def raise_flag(job: Job, workspace: Workspace, flag: Flag) -> None:
         raise Conflict(f"job '{job.id}' runs a trainer type that takes no requests; only cancel is possible")
     # The table is a file in the shared workspace, so any worker can raise the flag.
     JobControl(path, job.id).request(flag)
+
+
+def ask_save_elsewhere(job: Job, workspace: Workspace) -> None:
+    """For a cancel-with-save of a training another worker runs: raise save_now in the shared table.
+
+    The owning worker stops the job when it sees cancel_requested; a pending save_now turns that stop into
+    save-then-stop there. Nothing happens for a trainer without the table.
+    """
+    path = control_path(job, workspace)
+    if job.status == JobStatus.running and is_controllable(job) and path.is_file():
+        JobControl(path, job.id).request("save_now")

@@ -141,11 +141,18 @@ class TrainerExecution:
 
     def stop(self, save: bool = False) -> None:
         """SIGINT now and SIGKILL after the grace; with save (and a control table), a checkpoint first."""
-        if self.driver is not None and save:
+        if self.driver is not None and (save or self._save_pending()):
             self.driver.save_then_stop()
         elif self.driver is None or not self.driver.stopping_after_save:
             # a plain stop (housekeeping repeats them) must not cut short a save already asked for
             self.trainer.request_stop(self.grace)
+
+    def _save_pending(self) -> bool:
+        """A save_now not yet taken: a cancel-with-save that reached another worker raised it for this stop."""
+        if self.driver is None or self.driver.stopping_after_save:
+            return False
+        state = self.driver.control.read()
+        return state is not None and state.save_now
 
     def request(self, flag: Flag) -> bool:
         """Raise save_now or sample_now; False when this trainer does not read a control table."""

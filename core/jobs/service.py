@@ -18,7 +18,7 @@ from core.db import make_engine, migrate
 from core.errors import Conflict, InvalidInput, Unavailable
 from core.health import health_report
 from core.jobs.artifacts import current_artifacts, find_artifact
-from core.jobs.control import Flag, raise_flag
+from core.jobs.control import Flag, ask_save_elsewhere, raise_flag
 from core.jobs.generation import GenerateParams, build_generation_request, generation_config
 from core.jobs.idempotency import keyed, request_fingerprint, same_request
 from core.jobs.notify import Notifier
@@ -292,6 +292,8 @@ class JobService:
         ):
             self.notifier.notify(job_id)
             return self.store.get(job_id)
+        if save and not self.runner.stop(job_id, save=True):
+            ask_save_elsewhere(job, self.workspace)  # before cancel_requested: the owner must see the save first
         self.store.update(job_id, cancel_requested=True)
         self.runner.stop(job_id, save=save)
         self.notifier.notify(job_id)

@@ -164,3 +164,23 @@ def test_upload_on_a_really_full_filesystem(tmp_path: Path, tiny_filesystem: Pat
             assert small.status_code in (200, 201), small.text
     finally:
         server.stop()
+
+
+def test_a_full_disk_reported_by_sqlite_fails_the_training_clearly(
+    http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    from core.jobs.control import JobControl
+
+    def full(self: JobControl) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(JobControl, "reset", full)
+    job = http.post("/jobs", json=TRAIN).json()
+    done = http.get(f"/jobs/{job['id']}").json()
+    while done["status"] not in ("completed", "failed", "cancelled"):
+        time.sleep(0.05)
+        done = http.get(f"/jobs/{job['id']}").json()
+    assert done["status"] == "failed" and done["error"].startswith("the disk is full")
+    assert http.get("/health").status_code == 200

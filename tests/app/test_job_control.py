@@ -171,3 +171,17 @@ def test_the_contract_cancel_takes_save(http: httpx.Client) -> None:
     assert done["status"] == "cancelled" and len(kinds(done, "checkpoint")) == 1
     bad = http.post("/v2/ep/runsync", json={"input": {"type": "cancel", "process_id": job["id"], "save": "maybe"}})
     assert bad.json()["status"] == "FAILED" and bad.json()["error"].startswith("save:")
+
+
+def test_cancel_with_save_from_another_worker_still_saves_first(http: httpx.Client, settings: Settings) -> None:
+    from core.jobs.service import JobService
+
+    job = http.post("/jobs", json=LONG).json()
+    poll(http, job["id"], training)
+    # a second pod sharing the database and the workspace; the trainer runs on the first one
+    other = JobService(settings.model_copy(update={"worker_id": "other-pod"}))
+    answered = other.cancel(job["id"], save=True)
+    assert answered.cancel_requested and answered.status == "running"
+    done = poll(http, job["id"], lambda j: j["status"] in TERMINAL)  # the owner's housekeeping stops it
+    assert done["status"] == "cancelled", done["error"]
+    assert len(kinds(done, "checkpoint")) == 1 and done["exit_code"] == 0
