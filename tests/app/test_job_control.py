@@ -185,3 +185,16 @@ def test_cancel_with_save_from_another_worker_still_saves_first(http: httpx.Clie
     done = poll(http, job["id"], lambda j: j["status"] in TERMINAL)  # the owner's housekeeping stops it
     assert done["status"] == "cancelled", done["error"]
     assert len(kinds(done, "checkpoint")) == 1 and done["exit_code"] == 0
+
+
+def test_the_trainers_status_line_shows_a_save_in_progress(http: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_AITK_SAVE_SECONDS", "1.5")
+    job = http.post("/jobs", json=LONG).json()
+    poll(http, job["id"], training)
+    http.post(f"/jobs/{job['id']}/save")
+    saving = poll(http, job["id"], lambda j: j["progress"]["info"] == "Saving model")
+    assert saving["status"] == "running"
+    after = poll(http, job["id"], lambda j: j["progress"]["info"] == "Training" and bool(kinds(j, "checkpoint")))
+    assert after["status"] == "running"
+    http.post(f"/jobs/{job['id']}/cancel")
+    poll(http, job["id"], lambda j: j["status"] in TERMINAL)

@@ -533,6 +533,7 @@ class Job:
         """
         suffix = "" if step is None else f"_{step:09d}"
         path = self.save_root / f"{self.name}{suffix}.safetensors"
+        time.sleep(env_float("FAKE_AITK_SAVE_SECONDS", 0.0))  # a real save pauses the run ~2 s
         write_lora(path, self.name, step if step is not None else step_for_metadata or 0, self.rank)
         if enospc:
             data = path.read_bytes()
