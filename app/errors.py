@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.schemas.errors import ErrorBody
 from core.contract.validation import field_path
-from core.errors import LorapodError
+from core.errors import LorapodError, is_disk_full
 
 log = logging.getLogger("lorapod.http")
 
@@ -27,6 +27,7 @@ _DESCRIPTIONS = {
     409: "Conflicts with the current state",
     413: "Body or file over the configured limits",
     422: "Invalid input: the field and the reason",
+    507: "The server's disk is full; nothing was kept",
     503: "ai-toolkit or the generation environment is not available",
 }
 
@@ -42,6 +43,7 @@ def _example(code: int, field: str | None) -> dict[str, str]:
         404: "not found",
         409: "the job has already finished",
         413: "the request body is larger than the limit",
+        507: "the server's disk is full; nothing was kept",
         422: "is invalid",
     }.get(code, "is invalid")
     return {"error": f"{field}: {reason}", "field": field} if field else {"error": reason}
@@ -123,6 +125,9 @@ def install_error_handlers(app: FastAPI) -> None:
             return JSONResponse(
                 {"error": "path: is too long or not a valid file name", "field": "path"}, status_code=422
             )
+        if is_disk_full(exc):
+            log.error("the disk is full: %s", exc.strerror)
+            return JSONResponse({"error": "the server's disk is full; nothing was kept"}, status_code=507)
         log.exception("unexpected error", exc_info=exc)
         return JSONResponse({"error": "internal server error"}, status_code=500)
 
@@ -132,6 +137,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        if is_disk_full(exc):  # the database on a full disk
+            log.error("the disk is full: %s", type(exc).__name__)
+            return JSONResponse({"error": "the server's disk is full; nothing was kept"}, status_code=507)
         log.exception("unexpected error", exc_info=exc)
         return JSONResponse({"error": "internal server error"}, status_code=500)
 

@@ -13,7 +13,18 @@ from app.deps import Authorized
 from app.docs import install_docs
 from app.errors import install_error_handlers
 from app.http_metrics import HttpMetricsMiddleware
-from app.routes import captions, dataset_url, datasets, files, health, job_outputs, jobs, model_catalog, runpod
+from app.routes import (
+    captions,
+    dataset_url,
+    datasets,
+    files,
+    health,
+    job_control,
+    job_outputs,
+    jobs,
+    model_catalog,
+    runpod,
+)
 from app.shutdown import install_drain
 from core import __version__
 from core.jobs.service import JobService
@@ -76,7 +87,7 @@ def create_app(settings: Settings | None = None, *, warn_without_key: bool = Tru
     app.add_middleware(HttpMetricsMiddleware)
     install_docs(app)
     app.include_router(health.router)
-    for module in (jobs, job_outputs, datasets, dataset_url, captions, model_catalog, files, runpod):
+    for module in (jobs, job_outputs, job_control, datasets, dataset_url, captions, model_catalog, files, runpod):
         app.include_router(module.router, dependencies=[Authorized])
     install_dashboard(app)  # open: the page holds no data; its API calls send the key
     return app

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class LorapodError(Exception):
     """Base of every error the core reports to a caller."""
@@ -69,3 +71,20 @@ class Unavailable(LorapodError):
     """The server cannot do this now (e.g. ai-toolkit is not installed or configured)."""
 
     status_code = 503
+
+
+class InsufficientStorage(LorapodError):
+    """The disk is full: nothing half-written was kept."""
+
+    status_code = 507
+
+
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether an error is the filesystem running out of space (or quota), SQLite's own report included."""
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+        return True
+    # sqlite3 (and SQLAlchemy wrapping it) report a full disk as an OperationalError with this text
+    return "database or disk is full" in str(exc)

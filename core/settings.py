@@ -11,11 +11,15 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.webhooks.signing import secret_bytes
+
 
 class Settings(BaseSettings):
     """lorapod's configuration; secrets are SecretStr and never appear in a repr."""
 
-    model_config = SettingsConfigDict(env_prefix="LORAPOD_", extra="ignore", env_file=None, populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix="LORAPOD_", extra="ignore", env_file=None, populate_by_name=True, hide_input_in_errors=True
+    )
 
     workspace: Path = Field(Path("./workspace"), description="Root of datasets, models, outputs and logs.")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default an SQLite file in the workspace.")
@@ -48,6 +52,9 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address the REST server binds to.")
     port: int = Field(8000, description="Port the REST server binds to.")
     stop_grace_seconds: float = Field(60.0, description="Seconds between SIGINT and SIGKILL on cancel.")
+    save_timeout_seconds: float = Field(
+        300.0, description="Longest wait for the checkpoint a cancel-with-save asks for before it stops anyway."
+    )
     progress_interval_seconds: float = Field(1.0, description="Least time between two stored progress updates.")
     generation_idle_seconds: float = Field(300.0, description="Idle time after which the warm generator exits.")
     max_upload_bytes: int = Field(2 * 1024**3, description="Largest dataset upload (one request).")
@@ -92,6 +99,27 @@ class Settings(BaseSettings):
     dataset_url_allow_private: bool = Field(
         False, description="Let dataset_url fetch from loopback and private addresses (and plain http)."
     )
+
+    webhook_secret: SecretStr | None = Field(
+        None, description="Standard Webhooks secret (whsec_<base64>) signing every webhook; webhooks need it."
+    )
+    webhook_allow_private: bool = Field(False, description="Allow webhooks to loopback and private addresses.")
+    webhook_attempts: int = Field(6, ge=1, le=20, description="Delivery attempts of a job's final webhook.")
+    webhook_backoff_seconds: float = Field(2.0, ge=0, description="Wait before the 2nd attempt; doubles after.")
+    webhook_timeout_seconds: float = Field(10.0, gt=0, description="Timeout of one webhook attempt.")
+    webhook_progress_seconds: float = Field(10.0, ge=0, description="Least time between two progress webhooks.")
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # Fail at start-up, not at the first delivery; the message never repeats the value.
+        if value is not None:
+            secret_bytes(value.get_secret_value())
+        return value
+
+    def webhook_key(self) -> bytes | None:
+        """The HMAC key of LORAPOD_WEBHOOK_SECRET, or None when webhooks are off."""
+        return secret_bytes(self.webhook_secret.get_secret_value()) if self.webhook_secret else None
 
     @property
     def effective_database_url(self) -> str:

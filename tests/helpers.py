@@ -168,3 +168,69 @@ def fresh_postgres() -> Iterator[str]:
                 connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         admin.dispose()
+
+
+class WebhookReceiver:
+    """A real HTTP server on loopback that records each POST and checks its Standard Webhooks signature.
+
+    `answers` are the status codes it gives, in order (the last one repeats), to exercise retries.
+    """
+
+    def __init__(self, secret: str, answers: tuple[int, ...] = (200,)) -> None:
+        import http.server
+
+        from standardwebhooks.webhooks import Webhook
+
+        self.verifier = Webhook(secret)
+        self.answers = list(answers)
+        self.received: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                headers = {key.lower(): value for key, value in self.headers.items()}
+                try:
+                    payload = receiver.verifier.verify(body, headers)
+                    verified = True
+                except Exception:
+                    payload, verified = json.loads(body or b"null"), False
+                with receiver._lock:
+                    index = len(receiver.received)
+                    receiver.received.append(
+                        {"path": self.path, "headers": headers, "body": body, "json": payload, "verified": verified}
+                    )
+                    status = receiver.answers[min(index, len(receiver.answers) - 1)]
+                self.send_response(status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> WebhookReceiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def messages(self) -> list[dict[str, Any]]:
+        """What arrived so far."""
+        with self._lock:
+            return list(self.received)
+
+    def wait_for(self, predicate: Any, timeout: float = 30) -> list[dict[str, Any]]:
+        """Wait until predicate(messages) is true; return the messages."""
+        deadline = time.monotonic() + timeout
+        while not predicate(self.messages()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"webhook messages never matched; got {len(self.messages())}")
+            time.sleep(0.02)
+        return self.messages()

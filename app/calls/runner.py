@@ -10,6 +10,7 @@ from functools import partial
 from typing import Any
 
 from app.calls.store import Call, CallStatus, CallStore
+from app.calls.webhooks import CallWebhooks
 from core.contract.dispatcher import dispatch
 from core.errors import Conflict, NotFound
 from core.jobs.service import JobService
@@ -36,15 +37,23 @@ class CallRunner:
             on_end=lambda status: service.metrics.calls_finished.labels(status).inc(),
         )
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.webhooks = CallWebhooks(self.store, settings)
         self.streams: dict[str, deque[dict[str, Any]]] = {}
         self._slots = asyncio.Semaphore(concurrency)
         failed = self.store.fail_interrupted()
         if failed:
             log.warning("%d RunPod-style calls were unfinished when the server stopped: marked FAILED", len(failed))
 
-    def submit(self, payload: dict[str, Any], *, sync: bool, execution_timeout_ms: int | None = None) -> Call:
-        """Store a new call and start running it in the background."""
-        call = self.store.create(payload, sync=sync, execution_timeout_ms=execution_timeout_ms)
+    def submit(
+        self,
+        payload: dict[str, Any],
+        *,
+        sync: bool,
+        execution_timeout_ms: int | None = None,
+        webhook: str | None = None,
+    ) -> Call:
+        """Store a new call and start running it in the background (its webhook is told when it ends)."""
+        call = self.store.create(payload, sync=sync, execution_timeout_ms=execution_timeout_ms, webhook=webhook)
         self._spawn(call.id, payload, execution_timeout_ms)
         return call
 
@@ -128,6 +137,7 @@ class CallRunner:
             if self.tasks.get(call_id) is asyncio.current_task():
                 del self.tasks[call_id]
             self._forget_stream_later(call_id)
+            self.webhooks.announce(call_id)
 
     def _progress(self, call_id: str, update: dict[str, Any]) -> None:
         process_id = update.get("process_id")

@@ -8,7 +8,6 @@ process it started, and its timestamps. A finished call's result is kept for the
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -20,9 +19,11 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from core.db import rows_changed, session_scope
-from core.errors import Conflict, NotFound
+from core.errors import Conflict, LorapodError, NotFound
 from core.jobs.requests import job_type_of
 from core.jobs.rows import utcnow
+from core.redaction import REDACTED, is_secret_value, redact
+from core.training.yaml_loader import dump_yaml, load_yaml
 
 
 class CallStatus(StrEnum):
@@ -39,9 +40,6 @@ class CallStatus(StrEnum):
 FINAL_STATUSES = frozenset({CallStatus.COMPLETED, CallStatus.FAILED, CallStatus.CANCELLED, CallStatus.TIMED_OUT})
 RETRYABLE_STATUSES = (CallStatus.FAILED, CallStatus.TIMED_OUT)
 UNFINISHED_STATUSES = (CallStatus.IN_QUEUE, CallStatus.IN_PROGRESS)
-REDACTED = "[redacted]"
-# Field names that carry credentials; their values are never stored.
-_SECRET_NAME = re.compile(r"token|secret|password|passwd|api[_-]?key|credential|access[_-]?(key|id)", re.IGNORECASE)
 INTERRUPTED = "the server restarted while this call ran"
 
 
@@ -74,6 +72,8 @@ class Call(SQLModel, table=True):
     expires_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True, index=True)
     )
+    # RunPod's top-level `webhook`: {"url", "attempts": [...]}, delivered when the call ends
+    webhook: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
     @property
     def final(self) -> bool:
@@ -83,7 +83,11 @@ class Call(SQLModel, table=True):
 
 def stored_input(payload: dict[str, Any]) -> dict[str, Any]:
     """The input as stored: base64 file contents left out (their size kept) and secret-looking fields redacted."""
-    cleaned = _redact(payload)
+    cleaned = redact(payload)
+    if isinstance(cleaned, dict):
+        for key in ("yaml_config", "config"):
+            if isinstance(cleaned.get(key), str):
+                cleaned[key] = redact_yaml_text(cleaned[key])
     files = cleaned.get("files") if isinstance(cleaned, dict) else None
     if isinstance(files, list):
         for item in files:
@@ -94,12 +98,15 @@ def stored_input(payload: dict[str, Any]) -> dict[str, Any]:
     return cast(dict[str, Any], cleaned)
 
 
-def _redact(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: REDACTED if isinstance(k, str) and _SECRET_NAME.search(k) else _redact(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact(item) for item in value]
-    return value
+def redact_yaml_text(text: str) -> str:
+    """A YAML config with its secrets redacted by the one rule; text that is not a config is not kept at all."""
+    try:
+        data = load_yaml(text, field="yaml_config")
+    except LorapodError:
+        return REDACTED
+    if not isinstance(data, dict | list):
+        return REDACTED if is_secret_value(text) else text
+    return dump_yaml(redact(data))
 
 
 def outcome(result: dict[str, Any]) -> tuple[CallStatus, Any, str | None]:
@@ -154,7 +161,14 @@ class CallStore:
         self.run_retention = timedelta(seconds=run_retention_seconds)
         self.runsync_retention = timedelta(seconds=runsync_retention_seconds)
 
-    def create(self, payload: dict[str, Any], *, sync: bool, execution_timeout_ms: int | None = None) -> Call:
+    def create(
+        self,
+        payload: dict[str, Any],
+        *,
+        sync: bool,
+        execution_timeout_ms: int | None = None,
+        webhook: str | None = None,
+    ) -> Call:
         """A new call, IN_QUEUE; ids look like the cloud's (`sync-` for /runsync)."""
         self.delete_expired()
         call_id = f"sync-{uuid.uuid4()}" if sync else f"{uuid.uuid4()}-u1"
@@ -167,6 +181,7 @@ class CallStore:
             sync=sync,
             execution_timeout_ms=execution_timeout_ms,
             worker_id=self.worker_id,
+            webhook={"url": webhook, "attempts": []} if webhook else None,
         )
         with session_scope(self.engine) as session:
             session.add(call)

@@ -22,6 +22,10 @@ def job_links(job_id: str, prefix: str = "") -> dict[str, str]:
         "events": f"{base}/events",
         "logs": f"{base}/logs",
         "artifacts": f"{base}/artifacts",
+        "save": f"{base}/save",
+        "sample": f"{base}/sample",
+        "resume": f"{base}/resume",
+        "retry": f"{base}/retry",
     }
 
 

@@ -266,7 +266,9 @@ def get_job(request: Request, service: ServiceDep, job_id: JobId) -> dict[str, A
     description=(
         "A queued job is cancelled at once. A running training is asked to stop (SIGINT, then SIGKILL after "
         "`LORAPOD_STOP_GRACE_SECONDS`); its status turns `cancelled` when the process has exited, and the "
-        "checkpoints it saved stay. 409 when the job has already finished."
+        "checkpoints it saved stay. With `save=true` a running training first saves a checkpoint through "
+        "ai-toolkit's job-control table and stops once it is written (plain stop if the trainer does not answer "
+        "within `LORAPOD_SAVE_TIMEOUT_SECONDS`). 409 when the job has already finished."
     ),
     response_model=JobOut,
     responses={
@@ -274,9 +276,16 @@ def get_job(request: Request, service: ServiceDep, job_id: JobId) -> dict[str, A
         **error_responses(401, 404, 409, 422, fields=("job_id",)),
     },
 )
-def cancel_job(request: Request, service: ServiceDep, job_id: JobId) -> dict[str, Any]:
+def cancel_job(
+    request: Request,
+    service: ServiceDep,
+    job_id: JobId,
+    save: Annotated[
+        bool, Query(description="A running training saves a checkpoint first (it becomes an artifact), then stops.")
+    ] = False,
+) -> dict[str, Any]:
     """Cancel a job."""
-    return job_out(service.cancel(job_id), url_prefix(request))
+    return job_out(service.cancel(job_id, save=save), url_prefix(request))
 
 
 @router.delete(

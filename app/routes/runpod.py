@@ -7,11 +7,12 @@ and a body over 10 MB (/run) or 20 MB (/runsync) is refused with 413 `{"error": 
 
 `endpoint_id` is accepted and ignored: one pod serves one endpoint. `policy.executionTimeout` (ms, 5 s to
 7 days) is honoured: past it the call ends TIMED_OUT and its process is cancelled; no timeout applies without
-it (the cloud's 10-minute endpoint default would cut trainings short). `policy.ttl`, `lowPriority`, `webhook`
-and `s3Config` are accepted and ignored. Each call runs through the core's one dispatcher, exactly as on
-serverless; calls persist in the `calls` table, so /status keeps answering across restarts (a call that
-was running when the server stopped is FAILED). This module mirrors the HTTP API only; it does not import
-the runpod SDK.
+it (the cloud's 10-minute endpoint default would cut trainings short). `webhook` is honoured as on the cloud: when
+the call ends, its /status body is POSTed there, signed (Standard Webhooks, LORAPOD_WEBHOOK_SECRET) and retried.
+`policy.ttl`, `lowPriority` and `s3Config` are accepted and ignored. Each call runs through the core's one
+dispatcher, exactly as on serverless; calls persist in the `calls` table, so /status keeps answering across
+restarts (a call that was running when the server stopped is FAILED). This module mirrors the HTTP API only;
+it does not import the runpod SDK.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from fastapi import APIRouter, Path, Query, Request
 
 from app.calls.runner import CallRunner
 from app.calls.store import CallStatus, call_view
+from app.calls.webhooks import checked_webhook
 from app.deps import limit_body
 from app.errors import error_responses
 from app.schemas.runpod import CallAccepted, CallState, CallStream, EndpointHealth, PurgeResult, run_request_body
-from core.errors import LorapodError
+from core.contract.validation import MAX_JSON_DEPTH, check_depth
+from core.errors import InvalidInput, LorapodError
 from core.jobs.service import JobService
 
 router = APIRouter(prefix="/v2/{endpoint_id}", tags=["runpod"])
@@ -52,20 +55,27 @@ def get_runner(request: Request) -> CallRunner:
     return runner
 
 
-async def read_request(request: Request, limit: int) -> tuple[dict[str, Any], int | None]:
-    """The `input` object and policy.executionTimeout of a body capped at limit bytes (413 beyond, 400 if bad)."""
+async def read_request(request: Request, limit: int) -> tuple[dict[str, Any], int | None, str | None]:
+    """The `input`, policy.executionTimeout and webhook of a body capped at limit bytes (413 beyond, 400 if bad)."""
     raw = await limit_body(request, limit, field="input").body()
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise LorapodError("body: is not valid JSON", field="body") from None
+    except RecursionError:  # the decoder's own guard: far deeper than any call
+        raise LorapodError(f"body: is nested deeper than {MAX_JSON_DEPTH} levels", field="body") from None
+    try:
+        check_depth(body, "body")
+    except InvalidInput as exc:
+        raise LorapodError(exc.message, field="body") from None
     if not isinstance(body, dict) or not isinstance(body.get("input"), dict):
         raise LorapodError(
             'input: is required and must be a JSON object, as in {"input": {"type": ...}}', field="input"
         )
+    webhook = checked_webhook(request.app.state.service.settings, body.get("webhook"))
     policy = body.get("policy")
     if policy is None:
-        return body["input"], None
+        return body["input"], None, webhook
     if not isinstance(policy, dict):
         raise LorapodError("policy: must be a JSON object", field="policy")
     timeout = policy.get("executionTimeout")
@@ -76,7 +86,7 @@ async def read_request(request: Request, limit: int) -> tuple[dict[str, Any], in
             f"policy.executionTimeout: must be whole milliseconds from {MIN_TIMEOUT_MS} to {MAX_TIMEOUT_MS}",
             field="policy.executionTimeout",
         )
-    return body["input"], timeout
+    return body["input"], timeout, webhook
 
 
 def _runsync_wait_seconds(wait: int | None) -> float:
@@ -106,8 +116,8 @@ def _runsync_wait_seconds(wait: int | None) -> float:
 async def run(request: Request, endpoint_id: EndpointId) -> dict[str, Any]:
     """Queue a call."""
     runner = get_runner(request)
-    payload, timeout_ms = await read_request(request, runner.service.settings.payload_limit_run_bytes)
-    call = runner.submit(payload, sync=False, execution_timeout_ms=timeout_ms)
+    payload, timeout_ms, webhook = await read_request(request, runner.service.settings.payload_limit_run_bytes)
+    call = runner.submit(payload, sync=False, execution_timeout_ms=timeout_ms, webhook=webhook)
     return {"id": call.id, "status": CallStatus.IN_QUEUE}
 
 
@@ -134,8 +144,8 @@ async def runsync(
 ) -> dict[str, Any]:
     """Run a call and wait for it."""
     runner = get_runner(request)
-    payload, timeout_ms = await read_request(request, runner.service.settings.payload_limit_runsync_bytes)
-    call = runner.submit(payload, sync=True, execution_timeout_ms=timeout_ms)
+    payload, timeout_ms, webhook = await read_request(request, runner.service.settings.payload_limit_runsync_bytes)
+    call = runner.submit(payload, sync=True, execution_timeout_ms=timeout_ms, webhook=webhook)
     await runner.wait(call.id, _runsync_wait_seconds(wait))
     return call_view(runner.store.get(call.id))
 

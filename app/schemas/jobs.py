@@ -86,6 +86,7 @@ class Progress(Schema):
     rate: float | None = Field(default=None, description="Steps per second.")
     eta_seconds: float | None = Field(default=None, description="Estimated seconds left.")
     loss: float | None = Field(default=None, description="The last loss the trainer reported.")
+    info: str | None = Field(default=None, description="The trainer's own status line, e.g. `Saving model`.")
 
 
 class JobLinks(Schema):
@@ -98,6 +99,10 @@ class JobLinks(Schema):
     events: str = Field(description="Its live Server-Sent Events.")
     logs: str = Field(description="Its log as text.")
     artifacts: str = Field(description="Its artifacts.")
+    save: str | None = Field(default=None, description="`POST` here to save a checkpoint now (a running training).")
+    sample: str | None = Field(default=None, description="`POST` here to render the sample prompts now.")
+    resume: str | None = Field(default=None, description="`POST` here to continue a failed or cancelled training.")
+    retry: str | None = Field(default=None, description="`POST` here to start a failed job again from scratch.")
 
 
 class Job(Schema):
@@ -137,6 +142,14 @@ class Job(Schema):
     output_dir: str | None = Field(default=None, description="Its output folder, relative to the workspace.")
     log_path: str | None = Field(default=None, description="Its log, relative to the workspace.")
     artifacts: list[Artifact] = Field(default_factory=list)
+    resumed_from: str | None = Field(default=None, description="The attempt this one resumes.")
+    retried_from: str | None = Field(default=None, description="The job this one retries from scratch.")
+    resumable_from_step: int | None = Field(
+        default=None, description="The step a resume would continue from (a failed or cancelled training)."
+    )
+    webhook: dict[str, Any] | None = Field(
+        default=None, description="Its webhook: URL, whether progress is sent, delivery state and every attempt."
+    )
     links: JobLinks
 
 

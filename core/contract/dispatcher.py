@@ -13,9 +13,14 @@ Outputs, by type:
 - `train`, `train_with_yaml`, `generate`, `caption_dataset`: with `wait` (the default) the finished process; a
   process that failed or was cancelled comes back with a top-level `error` too, so RunPod marks the call FAILED. With
   `"wait": false`: `{process_id, status, type}` at once (the seed's behaviour).
+  Any of the three also takes `webhook` (a URL that receives the final process, signed the Standard Webhooks way)
+  and `webhook_progress`. `train`/`train_with_yaml` with `resume_from: <process_id>` (and no other training field)
+  start a new attempt of that failed or cancelled training from its newest intact checkpoint.
 - `processes`: `{"processes": [process, ...], "next_cursor": str | None}`; filters `status`, `job_type`.
 - `process_status`, `cancel`: the process; `process_status` with `"metrics": true` adds `metrics`, the loss
-  history as `GET /jobs/{id}/metrics` (`since_step` to get only newer points).
+  history as `GET /jobs/{id}/metrics` (`since_step` to get only newer points). `cancel` with `"save": true` has a
+  running training save a checkpoint first. Saving or sampling without stopping are REST-only (`POST
+  /jobs/{id}/save`, `/sample`): `cancel` gains the one control a contract caller needs (stop without losing work).
 - `list_captions`: `{dataset, total, captioned, images: [{image, caption, has_caption, size}], next_cursor}`;
   `set_caption`: `{image, caption, has_caption, size}`.
 - `lora`: `{"loras": [...]}`; `list_models`: `{"base_models": [...], "loras": [...]}`; `list_files`: `{"files": [...]}`.
@@ -52,11 +57,11 @@ from core.contract.inputs import (
     SetCaptionInput,
     UploadInput,
 )
-from core.contract.validation import parse
+from core.contract.validation import check_depth, parse
 from core.contract.views import job_view
-from core.errors import Conflict, InvalidInput, LorapodError, NotFound
+from core.errors import Conflict, InvalidInput, LorapodError, NotFound, is_disk_full
 from core.jobs.metrics_history import MetricsStore, metrics_view
-from core.jobs.requests import JOB_REQUEST_MODELS, job_type_of
+from core.jobs.requests import JOB_REQUEST_MODELS, WEBHOOK_FIELDS, WebhookFields, job_type_of
 from core.jobs.rows import Job, JobStatus
 from core.jobs.service import JobService
 from core.storage.catalog import list_base_models, list_loras
@@ -110,6 +115,8 @@ async def dispatch(
     except OSError as exc:
         if exc.errno in (errno.ENAMETOOLONG, errno.EILSEQ):
             return {"error": "path: is too long or not a valid file name"}
+        if is_disk_full(exc):
+            return {"error": "the server's disk is full; nothing was kept"}
         log.exception("contract call failed")
         return {"error": f"internal error: {type(exc).__name__}: {exc}"}
     except Exception as exc:
@@ -133,6 +140,7 @@ async def _dispatch(
 ) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise InvalidInput("input", "must be a JSON object")
+    check_depth(payload, "input")
     kind = job_type_of(payload)
     expected = ", ".join(CONTRACT_TYPES)
     if kind is None:
@@ -165,12 +173,16 @@ async def _job(
     if wait_field is not None and not isinstance(wait_field, bool):
         raise InvalidInput("wait", "must be true or false")
     should_wait = wait_field if wait_field is not None else (wait if wait is not None else True)
-    request = parse(JOB_REQUEST_MODELS[kind], body)
-    if kind == "generate":  # the first generation after start waits for the environment check
-        await service.generation.settle()
-    await asyncio.to_thread(service.prepare, request)  # with a bucket: the datasets onto this worker's disk
-    # Submitted on the loop, not in a thread: a cancel arriving now finds the job already created and reported.
-    job = service.submit(request)
+    resume_from = body.pop("resume_from", None)
+    if resume_from is not None:
+        job = resume_request(service, kind, resume_from, body)
+    else:
+        request = parse(JOB_REQUEST_MODELS[kind], body)
+        if kind == "generate":  # the first generation after start waits for the environment check
+            await service.generation.settle()
+        await asyncio.to_thread(service.prepare, request)  # with a bucket: the datasets onto this worker's disk
+        # Submitted on the loop, not in a thread: a cancel arriving now finds the job already created and reported.
+        job = service.submit(request)
     if not should_wait:
         return {"process_id": job.id, "status": str(job.status), "type": str(job.type)}
     reporter = ProgressReporter(progress, service.settings.progress_interval_seconds)
@@ -182,6 +194,19 @@ async def _job(
             await _stop(service, job.id)
         raise
     return finished(job)
+
+
+def resume_request(service: JobService, kind: str, resume_from: Any, body: dict[str, Any]) -> Job:
+    """`resume_from: <process_id>` on train/train_with_yaml: a new attempt of that process, from its checkpoint."""
+    if kind == "generate":
+        raise InvalidInput("resume_from", "only a training can be resumed (type train or train_with_yaml)")
+    if not isinstance(resume_from, str) or not 1 <= len(resume_from) <= 64:
+        raise InvalidInput("resume_from", "must be the process_id of a failed or cancelled training")
+    extra = sorted(set(body) - {"type", *WEBHOOK_FIELDS})
+    if extra:
+        raise InvalidInput(extra[0], "cannot be combined with resume_from: a resume keeps the stored config")
+    hooks = parse(WebhookFields, {k: v for k, v in body.items() if k in WEBHOOK_FIELDS})
+    return service.resume(resume_from, webhook=hooks.webhook, progress=hooks.webhook_progress)
 
 
 def finished(job: Job) -> dict[str, Any]:
@@ -253,6 +278,7 @@ def progress_of(job: Job) -> dict[str, Any]:
         "percent": job.percent,
         "eta_seconds": job.eta_seconds,
         "loss": job.loss,
+        "info": job.info,
     }
 
 
@@ -294,7 +320,7 @@ def _process_status(service: JobService, data: ProcessStatusInput) -> dict[str, 
 
 
 def _cancel(service: JobService, data: CancelInput) -> dict[str, Any]:
-    return process_view(service.cancel(data.process_id))
+    return process_view(service.cancel(data.process_id, save=data.save))
 
 
 def _lora(service: JobService, _data: BaseModel) -> dict[str, Any]:

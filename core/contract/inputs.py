@@ -98,6 +98,7 @@ class CancelInput(_Input):
 
     type: Literal["cancel"] = "cancel"
     process_id: str = Field(..., min_length=1, max_length=64)
+    save: bool = Field(False, description="A running training saves a checkpoint first, then stops.")
 
 
 class LoraInput(_Input):

@@ -43,3 +43,20 @@ def parse(model: type[M], data: Any, *, prefix: str = "") -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         raise invalid_from(exc, prefix) from exc
+
+
+# No contract input is more than a few levels deep; far deeper JSON only exists to exhaust recursion.
+MAX_JSON_DEPTH = 64
+
+
+def check_depth(value: Any, field: str, limit: int = MAX_JSON_DEPTH) -> None:
+    """InvalidInput when lists and objects nest deeper than limit (checked without recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if not isinstance(node, dict | list):
+            continue
+        if depth > limit:
+            raise InvalidInput(field, f"is nested deeper than {limit} levels")
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children)

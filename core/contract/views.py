@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from core.jobs.resume import resumable_step
 from core.jobs.rows import Job
 
 
@@ -26,6 +27,7 @@ def progress_view(job: Job) -> dict[str, Any]:
         "rate": job.rate,
         "eta_seconds": job.eta_seconds,
         "loss": job.loss,
+        "info": job.info,  # the trainer's own status line, e.g. "Saving model"
     }
 
 
@@ -59,4 +61,21 @@ def job_view(job: Job) -> dict[str, Any]:
         "output_dir": job.output_dir,
         "log_path": job.log_path,
         "artifacts": job.artifacts,
+        "resumed_from": job.resumed_from,
+        "retried_from": job.retried_from,
+        # the step a resume would continue from (a failed or cancelled training with a checkpoint), else null
+        "resumable_from_step": resumable_step(job),
+        "webhook": webhook_view(job.webhook),
+    }
+
+
+def webhook_view(webhook: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The job's webhook: its URL, whether progress is sent, the delivery state and every attempt."""
+    if not webhook:
+        return None
+    return {
+        "url": webhook.get("url"),
+        "progress": bool(webhook.get("progress")),
+        "state": webhook.get("state"),
+        "attempts": list(webhook.get("attempts") or []),
     }

@@ -93,8 +93,8 @@ class CaptionExecution:
         self._summary(images=total, written=len(outcome.written), skipped=outcome.skipped, unreadable=unreadable)
         return ExecutionResult(JobStatus(outcome.status), outcome.error)
 
-    def stop(self) -> None:
-        """Stop before the next image; captions written so far stay."""
+    def stop(self, save: bool = False) -> None:
+        """Stop before the next image; captions written so far stay (there is no checkpoint to save)."""
         self.stopped = True
         self.captioner.cancel()
 
@@ -140,11 +140,11 @@ class AutocaptionTraining:
         self.trainer = self.launch()
         return await self.trainer.run()
 
-    def stop(self) -> None:
-        """Stop whichever phase runs."""
+    def stop(self, save: bool = False) -> None:
+        """Stop whichever phase runs (the training phase saves a checkpoint first when save)."""
         self.stopped = True
         if self.trainer is not None:
-            self.trainer.stop()
+            self.trainer.stop(save)
         else:
             self.captioning.stop()
 

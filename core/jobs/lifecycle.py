@@ -108,6 +108,11 @@ class JobLifecycle:
             self._loss_history.flush()
         self._notify(self.job_id)
 
+    def info(self, text: str) -> None:
+        """The trainer's own status line ("Saving model", "Generating images - 1/2"), shown with the progress."""
+        self.store.update(self.job_id, info=text[:512])
+        self._notify(self.job_id)
+
     def artifacts(self, artifacts: list[Artifact]) -> None:
         """Record the job's current artifacts (checkpoints already written stay listed)."""
         records = [artifact_record(a, self.workspace) for a in artifacts] + self._extra_artifacts()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 
 from gpu.loop import call_soon
 
@@ -15,6 +16,8 @@ class Notifier:
     def __init__(self) -> None:
         self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = defaultdict(set)
         self._lock = threading.Lock()
+        # Called with the job id on every change, from the notifying thread (webhooks); must be quick.
+        self.listeners: list[Callable[[str], None]] = []
 
     def notify(self, job_id: str) -> None:
         """Wake every waiter of job_id (and of '*', the all-jobs channel)."""
@@ -22,6 +25,8 @@ class Notifier:
             waiters = list(self._waiters.get(job_id, ())) + list(self._waiters.get("*", ()))
         for loop, event in waiters:
             call_soon(loop, event.set)
+        for listener in self.listeners:
+            listener(job_id)
 
     async def wait(self, job_id: str, timeout: float) -> bool:
         """Wait until job_id changes or timeout passes; True when woken by a change."""

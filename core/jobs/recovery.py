@@ -32,9 +32,25 @@ async def recover_jobs(
                 scheduler.adopt(job, slot)
                 log.info("adopted the running trainer of job %s (pid %s)", job.id, job.pid, extra={"job_id": job.id})
                 continue
-        store.update(job.id, artifacts=current_artifacts(job))
+        artifacts = current_artifacts(job)
+        store.update(job.id, artifacts=artifacts)
         if store.transition(
-            job.id, from_statuses=[JobStatus.running], status=JobStatus.failed, error=INTERRUPTED, finished_at=utcnow()
+            job.id,
+            from_statuses=[JobStatus.running],
+            status=JobStatus.failed,
+            error=interrupted_message(job, artifacts),
+            finished_at=utcnow(),
         ):
             metrics.job_finished(job.type, JobStatus.failed, job.started_at)
         log.warning("job %s was running when the server stopped: marked failed", job.id, extra={"job_id": job.id})
+
+
+def interrupted_message(job: Job, artifacts: list[dict[str, Any]]) -> str:
+    """Why a job a dead trainer left behind failed, how far it got, and whether it can be resumed."""
+    if job.type != JobType.train:
+        return INTERRUPTED
+    steps = [a["step"] for a in artifacts if a.get("kind") == "checkpoint" and isinstance(a.get("step"), int)]
+    where = f" at step {job.step} of {job.total_steps}" if job.total_steps else ""
+    if not steps:
+        return f"{INTERRUPTED}{where}; no checkpoint was saved: retry it to start again"
+    return f"{INTERRUPTED}{where}; resume it to continue from its checkpoint at step {max(steps)}"

@@ -36,14 +36,27 @@ def _boolean_too(schema: dict[str, Any]) -> None:
 Autocaption = Annotated[CaptionOptions | None, BeforeValidator(_autocaption)]
 
 
-class TrainRequest(TrainParams):
+class WebhookFields(BaseModel):
+    """Where to POST the finished job (signed, Standard Webhooks), and whether to POST progress too."""
+
+    webhook: str | None = Field(
+        None, max_length=2048, description="An http(s) URL that receives the final job (and progress, if asked)."
+    )
+    webhook_progress: bool = Field(False, description="Also POST throttled progress while the job runs.")
+
+
+# The fields that steer a job's notifications, not its work: they never reach the trainer's parameters.
+WEBHOOK_FIELDS = frozenset({"webhook", "webhook_progress"})
+
+
+class TrainRequest(TrainParams, WebhookFields):
     """Start a LoRA training from simple parameters; lorapod writes the ai-toolkit config."""
 
     type: Literal["train"] = "train"
     autocaption: Autocaption = Field(None, description=AUTOCAPTION_DESCRIPTION, json_schema_extra=_boolean_too)
 
 
-class TrainYamlRequest(BaseModel):
+class TrainYamlRequest(WebhookFields):
     """Start a training from a whole ai-toolkit config given as a YAML (or JSON) string."""
 
     model_config = ConfigDict(extra="forbid")
@@ -62,13 +75,13 @@ class TrainYamlRequest(BaseModel):
         return self.yaml_config
 
 
-class GenerateRequest(GenerateParams):
+class GenerateRequest(GenerateParams, WebhookFields):
     """Generate images from a base model with an optional LoRA."""
 
     type: Literal["generate"] = "generate"
 
 
-class CaptionRequest(CaptionParams):
+class CaptionRequest(CaptionParams, WebhookFields):
     """Caption a dataset's images with a captioning model (by default only those without a caption)."""
 
     # "caption" on REST, "caption_dataset" on the contract; each adapter takes both.

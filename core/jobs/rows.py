@@ -79,6 +79,13 @@ class Job(SQLModel, table=True):
     # Renewed by the pod running the job; once past, any pod may fail (or requeue) it as "worker lost".
     lease_expires_at: datetime | None = None
     idempotency_key: str | None = Field(default=None, max_length=256, unique=True)
+    # sha256 of the request an idempotency key was first used with: a reuse with another body is refused
+    request_hash: str | None = Field(default=None, max_length=64)
+    resumed_from: str | None = Field(default=None, max_length=40)  # the attempt this one continues
+    retried_from: str | None = Field(default=None, max_length=40)  # the failed job this one restarts
+    info: str | None = Field(default=None, max_length=512)  # the trainer's own status line ("Saving model")
+    # {"url", "progress", "state", "attempts": [{event, attempt, at, status_code, error}]}; no secret inside
+    webhook: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
     @property
     def terminal(self) -> bool:

@@ -9,9 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core.errors import LorapodError
+from core.errors import LorapodError, is_disk_full
 from core.jobs.artifacts import side_artifacts
 from core.jobs.caption_run import AutocaptionTraining, CaptionExecution, release_captioner, slot_captioner
+from core.jobs.control import Flag, JobControl, control_path, controlled_config, is_controllable
 from core.jobs.executions import (
     Execution,
     ExecutionResult,
@@ -64,17 +65,22 @@ class JobRunner:
         self.before_training = before_training  # blocking preparation (datasets from the bucket), run in a thread
         self._executions: dict[str, Execution] = {}
 
-    def stop(self, job_id: str) -> bool:
-        """Ask the job's execution on this server to stop; False when it does not run here."""
+    def stop(self, job_id: str, *, save: bool = False) -> bool:
+        """Ask the job's execution on this server to stop (saving first); False when it does not run here."""
         execution = self._executions.get(job_id)
         if execution is None:
             return False
-        execution.stop()
+        execution.stop(save=save)
         return True
 
     def running_ids(self) -> list[str]:
         """Ids of the jobs running on this server now."""
         return list(self._executions)
+
+    def request(self, job_id: str, flag: Flag) -> bool:
+        """Raise save_now or sample_now on the job's trainer; False when it does not run here under control."""
+        execution = self._executions.get(job_id)
+        return isinstance(execution, TrainerExecution) and execution.request(flag)
 
     async def run(self, job: Job, slot: Slot, adopted: bool = False) -> None:
         """Run one job on its slot to the end; any failure inside lorapod fails the job, never the server."""
@@ -112,9 +118,15 @@ class JobRunner:
             status, error = await life.archive(result.status, result.error, result.exit_code)
             final = life.finished(status, error=error, exit_code=result.exit_code)
         except Exception as exc:
-            log.exception("job %s failed inside lorapod", job.id)
-            reason = exc.message if isinstance(exc, LorapodError) else f"internal error: {exc}"
-            final = life.finished(JobStatus.failed, error=reason)
+            if is_disk_full(exc):
+                log.error("job %s: the disk is full", job.id)
+                final = life.finished(
+                    JobStatus.failed, error=f"the disk is full: {exc}; free space, then resume or retry"
+                )
+            else:
+                log.exception("job %s failed inside lorapod", job.id)
+                reason = exc.message if isinstance(exc, LorapodError) else f"internal error: {exc}"
+                final = life.finished(JobStatus.failed, error=reason)
         finally:
             life.close()
             self._executions.pop(job.id, None)
@@ -143,12 +155,17 @@ class JobRunner:
             if self.before_training is not None:
                 await asyncio.to_thread(self.before_training, job)
             # The launched config comes from the database, so a queued job survives a lost output folder.
-            config_text = dump_yaml(job.config["ai_toolkit"])
-            atomic_write_text(self.workspace.root / job.config["config_path"], config_text, durable=False)
+            config = job.config["ai_toolkit"]
+            control = None
+            if is_controllable(job):
+                control = JobControl(control_path(job, self.workspace), job.id)
+                control.reset()  # stale flags from an earlier attempt would stop this one
+                config = controlled_config(config, control.path)
+            atomic_write_text(self.workspace.root / job.config["config_path"], dump_yaml(config), durable=False)
 
             def launch() -> TrainerExecution:
                 return TrainerExecution.launch(
-                    job=job, gpu=slot.gpu, settings=self.settings, workspace=self.workspace, life=life
+                    job=job, gpu=slot.gpu, settings=self.settings, workspace=self.workspace, life=life, control=control
                 )
 
             if job.config.get("autocaption"):  # the captioner gives the GPU up once the captions are written

@@ -25,12 +25,15 @@ from core.jobs.artifacts import (
 )
 from core.jobs.caption import CaptionOptions, CaptionParams, caption_config, check_dataset
 from core.jobs.cluster import PodLink
+from core.jobs.control import Flag, ask_save_elsewhere, raise_flag
 from core.jobs.dataset_prep import datasets_of_job, datasets_of_request, materialise
 from core.jobs.executions import subprocess_env
 from core.jobs.generation import GenerateParams, build_generation_request, generation_config
+from core.jobs.idempotency import keyed, request_fingerprint, same_request
 from core.jobs.notify import Notifier
 from core.jobs.recovery import recover_jobs
-from core.jobs.requests import CaptionRequest, JobRequest, TrainRequest, TrainYamlRequest
+from core.jobs.requests import WEBHOOK_FIELDS, CaptionRequest, JobRequest, TrainRequest, TrainYamlRequest
+from core.jobs.resume import prepare_resume, prepare_retry
 from core.jobs.rows import Job, JobStatus, JobType, new_job_id, utcnow
 from core.jobs.runner import JobRunner
 from core.jobs.scheduler import Scheduler, Slot
@@ -49,6 +52,7 @@ from core.storage.workspace import Workspace
 from core.training.builder import TrainingPlan, build_training_config
 from core.training.params import TrainParams
 from core.training.yaml_rewrite import parse_yaml_config
+from core.webhooks.jobs import JobWebhooks, webhook_field
 from gpu.devices import detect_gpus, parse_gpu_list
 
 log = logging.getLogger("lorapod.jobs")
@@ -78,6 +82,7 @@ class JobService:
         self.captions = CaptionStore(self.datasets)
         self.notifier = Notifier()
         self.metrics = ServiceMetrics()
+        self.webhooks = JobWebhooks(store=self.store, settings=settings, notifier=self.notifier)
         self.runner = JobRunner(
             settings=settings,
             workspace=self.workspace,
@@ -146,6 +151,7 @@ class JobService:
         )
         self.started = True
         await self.pods.start()
+        self.webhooks.start(asyncio.get_running_loop())
         self._housekeeping = asyncio.create_task(self._housekeep(), name="lorapod-housekeeping")
         self.scheduler.kick()
 
@@ -157,6 +163,7 @@ class JobService:
                 await self._housekeeping
         await self.pods.close()
         await self.scheduler.shutdown()
+        await self.webhooks.close()
         self.started = False
 
     async def _housekeep(self) -> None:
@@ -179,16 +186,24 @@ class JobService:
         *,
         idempotency_key: str | None = None,
         autocaption: CaptionOptions | None = None,
+        request_hash: str | None = None,
+        webhook: dict[str, Any] | None = None,
     ) -> Job:
         """Queue a training from simple parameters; lorapod writes the ai-toolkit config."""
         self._require_toolkit()
         job_id = new_job_id(JobType.train)
         plan = build_training_config(params, workspace=self.workspace, job_id=job_id)
         stored = params.model_dump(mode="json")
-        return self._queue_training(job_id, plan, stored, idempotency_key, autocaption)
+        return self._queue_training(job_id, plan, stored, idempotency_key, request_hash, webhook, autocaption)
 
     def submit_training_yaml(
-        self, yaml_text: str, *, idempotency_key: str | None = None, autocaption: CaptionOptions | None = None
+        self,
+        yaml_text: str,
+        *,
+        idempotency_key: str | None = None,
+        autocaption: CaptionOptions | None = None,
+        request_hash: str | None = None,
+        webhook: dict[str, Any] | None = None,
     ) -> Job:
         """Queue a training from a whole ai-toolkit config given as YAML."""
         self._require_toolkit()
@@ -197,9 +212,16 @@ class JobService:
             yaml_text, workspace=self.workspace, job_id=job_id, max_bytes=self.settings.max_yaml_bytes
         )
         stored = {"yaml_config_bytes": len(yaml_text.encode())}
-        return self._queue_training(job_id, plan, stored, idempotency_key, autocaption)
+        return self._queue_training(job_id, plan, stored, idempotency_key, request_hash, webhook, autocaption)
 
-    def submit_caption(self, params: CaptionParams, *, idempotency_key: str | None = None) -> Job:
+    def submit_caption(
+        self,
+        params: CaptionParams,
+        *,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+        webhook: dict[str, Any] | None = None,
+    ) -> Job:
         """Queue a caption job on a dataset: it runs on a slot's warm captioner."""
         folder = check_dataset(self.workspace, params.training_name)
         config = caption_config(
@@ -213,14 +235,23 @@ class JobService:
             name=f"caption {params.training_name}",
             dataset=params.training_name,
             base_model=config["model"],
-            params=params.model_dump(mode="json", exclude={"type"}),
+            params=params.model_dump(mode="json", exclude={"type", *WEBHOOK_FIELDS}),
             config=config,
             log_path=self.workspace.relative(self.workspace.logs / f"{job_id}.log"),
             idempotency_key=idempotency_key,
+            request_hash=request_hash if idempotency_key else None,
+            webhook=webhook,
         )
         return self._enqueue(job)
 
-    def submit_generation(self, params: GenerateParams, *, idempotency_key: str | None = None) -> Job:
+    def submit_generation(
+        self,
+        params: GenerateParams,
+        *,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+        webhook: dict[str, Any] | None = None,
+    ) -> Job:
         """Queue a generation on the warm generator."""
         self.generation.require()
         job_id = new_job_id(JobType.generate)
@@ -239,22 +270,25 @@ class JobService:
             log_path=self.workspace.relative(self.workspace.logs / f"{job_id}.log"),
             output_dir=self.workspace.relative(request.output_dir),
             idempotency_key=idempotency_key,
+            request_hash=request_hash if idempotency_key else None,
+            webhook=webhook,
         )
         return self._enqueue(job)
 
     def submit(self, request: JobRequest, *, idempotency_key: str | None = None) -> Job:
-        """Queue any job request (train, train_with_yaml, generate)."""
+        """Queue any job request (train, train_with_yaml, generate); a reused key needs the same request."""
+        fingerprint = request_fingerprint(request) if idempotency_key else None
+        hook = webhook_field(self.settings, request.webhook, request.webhook_progress)
+        keys: dict[str, Any] = {"idempotency_key": idempotency_key, "request_hash": fingerprint, "webhook": hook}
         if isinstance(request, TrainRequest):
-            params = TrainParams.model_validate(request.model_dump(exclude={"type", "autocaption"}))
-            return self.submit_training(params, idempotency_key=idempotency_key, autocaption=request.autocaption)
+            params = TrainParams.model_validate(request.model_dump(exclude={"type", "autocaption", *WEBHOOK_FIELDS}))
+            return self.submit_training(params, autocaption=request.autocaption, **keys)
         if isinstance(request, TrainYamlRequest):
-            return self.submit_training_yaml(
-                request.text, idempotency_key=idempotency_key, autocaption=request.autocaption
-            )
+            return self.submit_training_yaml(request.text, autocaption=request.autocaption, **keys)
         if isinstance(request, CaptionRequest):
-            return self.submit_caption(request, idempotency_key=idempotency_key)
-        params_g = GenerateParams.model_validate(request.model_dump(exclude={"type"}))
-        return self.submit_generation(params_g, idempotency_key=idempotency_key)
+            return self.submit_caption(request, **keys)
+        params_g = GenerateParams.model_validate(request.model_dump(exclude={"type", *WEBHOOK_FIELDS}))
+        return self.submit_generation(params_g, **keys)
 
     def _queue_training(
         self,
@@ -262,6 +296,8 @@ class JobService:
         plan: TrainingPlan,
         params: dict[str, Any],
         idempotency_key: str | None,
+        request_hash: str | None = None,
+        webhook: dict[str, Any] | None = None,
         autocaption: CaptionOptions | None = None,
     ) -> Job:
         job_dir = self.workspace.output / job_id
@@ -298,14 +334,17 @@ class JobService:
             log_path=self.workspace.relative(self.workspace.logs / f"{job_id}.log"),
             output_dir=self.workspace.relative(job_dir),
             idempotency_key=idempotency_key,
+            request_hash=request_hash if idempotency_key else None,
+            webhook=webhook,
         )
         return self._enqueue(job)
 
     def _enqueue(self, job: Job) -> Job:
         if job.idempotency_key and (existing := self.store.by_idempotency_key(job.idempotency_key)):
-            return existing
-        stored = self.store.insert(job)
+            return same_request(existing, job)
+        stored = same_request(self.store.insert(job), job)
         self.metrics.job_submitted(stored.type)
+        self.webhooks.watch(stored)
         self.notifier.notify(stored.id)
         self.scheduler.kick()
         return stored
@@ -374,11 +413,13 @@ class JobService:
 
     # -- changing ------------------------------------------------------------------------
 
-    def cancel(self, job_id: str) -> Job:
-        """Cancel a queued job at once, or ask a running one to stop; Conflict when it already ended."""
+    def cancel(self, job_id: str, *, save: bool = False) -> Job:
+        """Cancel a queued job at once, or ask a running one to stop (a training saving first); Conflict once ended."""
         job = self.store.get(job_id)
         if job.terminal:
             raise Conflict(f"job '{job_id}' has already finished ({job.status})", field="process_id")
+        if save and job.type != JobType.train:
+            raise InvalidInput("save", "only a training has a checkpoint to save before it stops")
         if self.store.transition(
             job_id,
             from_statuses=[JobStatus.queued],
@@ -390,10 +431,38 @@ class JobService:
             self.metrics.job_finished(job.type, JobStatus.cancelled, None)
             self.notifier.notify(job_id)
             return self.store.get(job_id)
+        if save and not self.runner.stop(job_id, save=True):
+            ask_save_elsewhere(job, self.workspace)  # before cancel_requested: the owner must see the save first
         self.store.update(job_id, cancel_requested=True)
-        self.runner.stop(job_id)
+        self.runner.stop(job_id, save=save)
         self.notifier.notify(job_id)
         return self.store.get(job_id)
+
+    def request(self, job_id: str, flag: Flag) -> Job:
+        """Ask a running training to save a checkpoint (save_now) or render its samples (sample_now) now."""
+        raise_flag(self.store.get(job_id), self.workspace, flag)
+        return self.store.get(job_id)
+
+    def resume(
+        self, job_id: str, *, idempotency_key: str | None = None, webhook: str | None = None, progress: bool = False
+    ) -> Job:
+        """A new attempt of a failed or cancelled training from its newest intact checkpoint, linked to it."""
+        self._require_toolkit()
+        hook = webhook_field(self.settings, webhook, progress) if webhook or progress else None
+        new = prepare_resume(self.store.get(job_id), self.workspace)
+        if hook is not None:
+            new.webhook = hook
+        return self._enqueue(keyed(new, idempotency_key, f"resume:{job_id}"))
+
+    def retry(self, job_id: str, *, idempotency_key: str | None = None) -> Job:
+        """A failed job started again from scratch, linked to it."""
+        old = self.store.get(job_id)
+        if old.type == JobType.generate and old.status == JobStatus.failed:
+            new = self.submit_generation(GenerateParams.model_validate(old.params))
+            self.store.update(new.id, retried_from=old.id)
+            return self.store.get(new.id)
+        self._require_toolkit()
+        return self._enqueue(keyed(prepare_retry(old, self.workspace), idempotency_key, f"retry:{job_id}"))
 
     def delete(self, job_id: str, *, files: bool = False) -> None:
         """Remove a finished job's record, and with files=True its output folder and log."""

@@ -11,6 +11,7 @@ reason and does not fail the request; the reasons are kept in .lorapod-skipped.j
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
@@ -19,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from core.errors import InvalidInput, NotFound, PathEscape
+from core.errors import InsufficientStorage, InvalidInput, NotFound, PathEscape, is_disk_full
 from core.storage.files import iso_utc
 from core.storage.media import IMAGE_SUFFIXES
 from core.storage.names import check_name, is_valid_name
@@ -125,7 +126,20 @@ class DatasetStore:
             max_upload_bytes=self.max_upload_bytes,
             max_zip_entries=self.max_zip_entries,
         )
-        return pipeline.run(self.folder(name), files, self._lock)
+        folder = self.folder(name)
+        existed = folder.exists()
+        try:
+            return pipeline.run(folder, files, self._lock)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            if not existed:  # a dataset this request created stays absent, not empty
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            raise InsufficientStorage(
+                "files: the disk is full; nothing from this upload was kept (free space, then upload again)",
+                field="files",
+            ) from exc
 
     # ----- reading
 

@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import InvalidInput
+from core.redaction import is_secret_key, is_secret_value
 from core.storage.names import check_name
 from core.storage.workspace import Workspace
 from core.training.builder import TrainingPlan, has_images, job_folder, refuse_env_references
 from core.training.params import MAX_STEPS
+from core.training.paths import contain_paths
 from core.training.yaml_loader import load_yaml
 
 LORA_TRAINERS = ("sd_trainer", "diffusion_trainer", "textual_inversion_trainer")
@@ -30,12 +32,6 @@ DATASET_PATH_KEYS = (
     "clip_image_path",
     "unconditional_path",
 )
-
-
-_SECRET_NAMES = frozenset({"token", "hf_token", "api_key", "apikey", "password", "passwd", "secret"})
-
-
-_SECRET_SUFFIXES = ("_token", "_api_key", "_password", "_secret")
 
 
 def parse_yaml_config(text: str, *, workspace: Workspace, job_id: str, max_bytes: int = 256 * 1024) -> TrainingPlan:
@@ -80,9 +76,14 @@ def parse_yaml_config(text: str, *, workspace: Workspace, job_id: str, max_bytes
     base_model = model.get("name_or_path")
     if not isinstance(base_model, str) or not base_model.strip():
         raise InvalidInput("config.process[0].model.name_or_path", "is missing: name the base model to train on")
-    for key in ("name_or_path", "lora_path", "assistant_lora_path", "vae_path", "te_name_or_path"):
-        _rewrite_local_path(model, key, workspace, f"config.process[0].model.{key}")
     datasets = _rewrite_datasets(process, workspace)
+    # every other key that names a local file, by one rule (core.training.paths), not a list of keys
+    contained = contain_paths(config, workspace, "config")
+    config.clear()
+    config.update(contained)
+    process = config["process"][0]
+    model = process["model"]
+    base_model = model["name_or_path"]
     total_steps = _steps(process)
 
     meta = data.get("meta")
@@ -105,14 +106,6 @@ def parse_yaml_config(text: str, *, workspace: Workspace, job_id: str, max_bytes
     )
 
 
-def _rewrite_local_path(section: dict[str, Any], key: str, workspace: Workspace, field: str) -> None:
-    """A model key that names a local path must stay in the workspace; a Hub repo id ("org/name") passes."""
-    value = section.get(key)
-    if not isinstance(value, str) or (not value.startswith(("/", "./", "../", "~")) and ".." not in value.split("/")):
-        return
-    section[key] = str(workspace.resolve(value, field=field))
-
-
 def _kind(value: Any) -> str:
     if value is None:
         return "an empty document"
@@ -127,11 +120,6 @@ def _mapping(value: Any, field: str) -> dict[str, Any]:
     return value
 
 
-def _is_secret_key(key: str) -> bool:
-    lowered = key.lower().replace("-", "_")
-    return lowered in _SECRET_NAMES or lowered.endswith(_SECRET_SUFFIXES)
-
-
 def _plain(value: Any, path: str, warnings: list[str]) -> Any:
     """A copy with JSON-ready types only (it is stored in the database) and secret-looking keys removed."""
     if isinstance(value, dict):
@@ -140,7 +128,7 @@ def _plain(value: Any, path: str, warnings: list[str]) -> Any:
             if not isinstance(key, str):
                 raise InvalidInput(path or "yaml_config", f"has a non-text key {key!r}; keys must be text")
             child = f"{path}.{key}" if path else key
-            if _is_secret_key(key):
+            if is_secret_key(key) or is_secret_value(item):
                 warnings.append(
                     f"removed the secret-looking key '{child}': secrets are never stored in a config "
                     "(HF_TOKEN reaches the trainer through the environment)"

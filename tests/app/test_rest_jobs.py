@@ -75,6 +75,10 @@ def test_submit_answers_202_with_the_job_links_and_location(client: TestClient) 
         "events": f"/jobs/{job['id']}/events",
         "logs": f"/jobs/{job['id']}/logs",
         "artifacts": f"/jobs/{job['id']}/artifacts",
+        "save": f"/jobs/{job['id']}/save",
+        "sample": f"/jobs/{job['id']}/sample",
+        "resume": f"/jobs/{job['id']}/resume",
+        "retry": f"/jobs/{job['id']}/retry",
     }
     assert response.headers["location"] == job["links"]["self"]
     wait_for(client, job["id"], TERMINAL)

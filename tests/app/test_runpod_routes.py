@@ -237,7 +237,7 @@ def test_generate_with_a_tiny_model(endpoint: Any, live_server: LiveServer) -> N
 
 
 def test_run_status_and_failures_have_the_clouds_shapes(endpoint: Any, api: httpx.Client) -> None:
-    queued = api.post("/run", json={"input": {"type": "no_such_type"}, "webhook": "https://example.invalid/hook"})
+    queued = api.post("/run", json={"input": {"type": "no_such_type"}})
     assert queued.status_code == 200 and queued.json()["status"] == "IN_QUEUE"
     call_id = queued.json()["id"]
     final = until(lambda: (s := api.get(f"/status/{call_id}").json())["status"] == "FAILED" and s, 30, "FAILED")

@@ -7,6 +7,7 @@ Behaviour knobs come from FAKE_AITK_* environment variables (see README.md next 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import math
@@ -291,6 +292,81 @@ def record_env(save_root: Path) -> None:
     (save_root / "env.json").write_text(json.dumps(seen, indent=2))
 
 
+# ----------------------------------------------------------------------------- the UI's job-control table
+
+
+class JobControlDB:
+    """DiffusionTrainer's use of the UI's SQLite `Job` row: UPDATE only, values through str(), flags tested == 1."""
+
+    def __init__(self, path: str, job_id: str) -> None:
+        self.path, self.job_id = path, job_id
+        say(f"Using SQLite database at {path}")
+        say(f'Job ID: "{job_id}"')
+        self.read()  # a file without the table: sqlite3.OperationalError "no such table: Job", exit 1
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=30, isolation_level=None)
+
+    def write(self, **fields: Any) -> None:
+        """UPDATE the row (the real trainer writes every value through str())."""
+        assignments = ", ".join(f"{key} = ?" for key in fields)
+        with contextlib.closing(self._connect()) as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(f"UPDATE Job SET {assignments} WHERE id = ?", [str(v) for v in fields.values()] + [self.job_id])
+            db.execute("COMMIT")
+
+    def read(self) -> dict[str, Any]:
+        """The row's flags, or zeros when there is no row for this id."""
+        with contextlib.closing(self._connect()) as db:
+            row = db.execute(
+                "SELECT stop, save_now, sample_now, return_to_queue, status FROM Job WHERE id = ?", [self.job_id]
+            ).fetchone()
+        if row is None:
+            return {"stop": 0, "save_now": 0, "sample_now": 0, "return_to_queue": 0, "status": None}
+        return dict(zip(("stop", "save_now", "sample_now", "return_to_queue", "status"), row, strict=True))
+
+    def flag(self, name: str) -> bool:
+        """One flag, compared the way the trainer compares it."""
+        return bool(self.read()[name] == 1)
+
+
+class JobStopped(Exception):
+    """The trainer's own Exception("Job stopped") / ("Job returning to queue")."""
+
+
+def open_control(process: dict[str, Any]) -> JobControlDB | None:
+    """DB mode: type diffusion_trainer, sqlite_db_path exists and AITK_JOB_ID is set."""
+    path = process.get("sqlite_db_path", "./aitk_db.db")
+    job_id = (os.environ.get("AITK_JOB_ID") or "").strip()
+    if process.get("type") != "diffusion_trainer" or not job_id or not os.path.exists(path):
+        return None
+    return JobControlDB(path, job_id)
+
+
+def check_safetensors(path: Path) -> int:
+    """The step in a checkpoint's metadata; the safetensors library's error for a truncated file."""
+    data = path.read_bytes()
+    try:
+        (length,) = struct.unpack("<Q", data[:8])
+        header = json.loads(data[8 : 8 + length])
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    except (struct.error, ValueError, KeyError, TypeError):
+        raise RuntimeError("Error while deserializing header: invalid JSON in header") from None
+    if len(data) < 8 + length or len(data) - 8 - length != end:
+        raise RuntimeError("Error while deserializing header: incomplete metadata, file not fully covered")
+    info = json.loads(header.get("__metadata__", {}).get("training_info", "{}"))
+    return int(info.get("step", 0))
+
+
+def latest_save(save_root: Path, name: str) -> Path | None:
+    """get_latest_save_path: the newest file by ctime among <name>*.safetensors, <name>*.pt and <name>*."""
+    if not save_root.is_dir():
+        return None
+    found = [p for p in save_root.iterdir() if p.name.startswith(name) and p.is_file()]
+    # ctime first, as the trainer; the name breaks ties that a coarse clock leaves between quick saves
+    return max(found, key=lambda p: (p.stat().st_ctime_ns, p.name), default=None)
+
+
 class Job:
     """One sd_trainer process: the training loop, its saves and its samples."""
 
@@ -305,6 +381,71 @@ class Job:
         self.ascii_bar = ascii_bar
         self.rank = int((self.process.get("network") or {}).get("linear", 4))
         self.rng = random.Random(0)
+        self.control: JobControlDB | None = None
+        self.last_save_step = 0
+        self.finished_steps = 0
+
+    def phase(self, info: str, status: str = "running") -> None:
+        """Write status/info, then honour a pending stop (checked around every phase, as the trainer does)."""
+        if self.control is None:
+            return
+        self.control.write(status=status, info=info)
+        self.maybe_stop()
+
+    def maybe_stop(self) -> None:
+        """stop=1 or return_to_queue=1: write the end state, step back to the last save, raise."""
+        if self.control is None:
+            return
+        if self.control.flag("stop"):
+            self.control.write(status="stopped", info="Job stopped", step=self.last_save_step)
+            raise JobStopped("Job stopped")
+        if self.control.flag("return_to_queue"):
+            self.control.write(status="queued", info="Job queued", step=self.last_save_step)
+            raise JobStopped("Job returning to queue")
+
+    def end_of_step(self, step: int) -> None:
+        """The trainer's step-end hook: write the step, then stop (wins), save_now, sample_now."""
+        if self.control is None:
+            return
+        self.control.write(step=step + 1)
+        self.maybe_stop()
+        if self.control.flag("save_now"):
+            self.control.write(info="Saving model")
+            say(f"\nSaving at step {step}")
+            self.write_checkpoint(step)
+            self.control.write(save_now=0, info="Training")
+        if self.control.flag("sample_now"):
+            neg = self.sample.get("neg", False)
+            if not isinstance(neg, str):
+                raise ValueError(
+                    "text input must be of type `str` (single example), `list[str]` (batch or single "
+                    "pretokenized example) or `list[list[str]]` (batch of pretokenized examples)."
+                )
+            prompts = self.prompts()
+            for done in range(len(prompts) + 1):
+                self.control.write(info=f"Generating images - {done}/{len(prompts)}")
+            self.write_samples(step)
+            self.control.write(sample_now=0, info="Training")
+
+    def resume_step(self) -> int:
+        """Auto-resume: load the newest save by ctime (a truncated one crashes the run, as in the real trainer)."""
+        latest = latest_save(self.save_root, self.name)
+        if latest is None:
+            return 0
+        say(f"#### IMPORTANT RESUMING FROM {latest} ####")
+        say(f"Loading from {latest}")
+        if latest.suffix != ".safetensors":
+            raise RuntimeError(
+                "Weights only load failed. In PyTorch 2.6, we changed the default value of the `weights_only` "
+                "argument in `torch.load` from `False` to `True`. Unsupported operand 42"
+            )
+        step = check_safetensors(latest)
+        say("Missing keys: []")
+        say(f"Found step {step} in metadata, starting from there")
+        if (self.save_root / "optimizer.pt").exists():
+            say(f"Loading optimizer state from {self.save_root / 'optimizer.pt'}")
+        self.last_save_step = step
+        return step
 
     def prompts(self) -> list[str]:
         """Sample prompts from sample.prompts or sample.samples[].prompt."""
@@ -323,6 +464,9 @@ class Job:
         say()
         say()
         say(f"Running  {len(self.config['config']['process'])} process")
+        self.control = open_control(self.process)
+        self.phase("Starting")
+        self.phase("Loading model")
         self.save_root.mkdir(parents=True, exist_ok=True)
         (self.save_root / "config.yaml").write_text(yaml.safe_dump(self.config, sort_keys=False))
         record_env(self.save_root)
@@ -330,12 +474,19 @@ class Job:
             # Like a dataloader worker: a child in our process group that outlives us if nobody kills the group.
             subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], stdin=subprocess.DEVNULL)
         say(f"create LoRA network. base dim (rank): {self.rank}, alpha: {self.rank}")
+        self.phase("Loading dataset")
         check_datasets(self.process.get("datasets") or [])
+        start = self.resume_step()
+        if self.control is not None:
+            self.control.write(step=start)
+        self.phase("Training")
 
         steps = int(self.train.get("steps", 10))
         lr = float(self.train.get("lr", 1e-4))
         sampling = not self.train.get("disable_sampling", False)
-        if not sampling or self.train.get("skip_first_sample", False):
+        if start > 1:
+            pass  # baseline samples are skipped on a resume
+        elif not sampling or self.train.get("skip_first_sample", False):
             say("Skipping first sample due to config setting")
         else:
             say("Generating baseline samples before training")
@@ -346,9 +497,10 @@ class Job:
         redraws = env_int("FAKE_AITK_REDRAWS_PER_STEP", 0) or 0
         save_every = int(self.save.get("save_every", 250) or 0)
         sample_every = int(self.sample.get("sample_every", 250) or 0)
-        bar = CURRENT_BAR = Bar(self.name, steps, 0, self.ascii_bar, sys.stderr)
+        bar = CURRENT_BAR = Bar(self.name, steps, start, self.ascii_bar, sys.stderr)
         loss_log = self.open_loss_log()
-        for step in range(steps):
+        enospc_at = env_int("FAKE_AITK_ENOSPC_AT_STEP", None)
+        for step in range(start, steps):
             if fail_at is not None and step == fail_at:
                 raise RuntimeError(f"simulated failure at step {step}")
             time.sleep(step_seconds)
@@ -356,9 +508,9 @@ class Job:
             bar.set_postfix(f"lr: {lr:.1e} loss: {loss:.3e}")
             if loss_log is not None:
                 # The UI logger keeps full precision; the bar shows 4 digits, so a test can tell the sources apart.
-                loss_log.execute("INSERT INTO steps VALUES (?, ?)", (step + 1, time.time()))
+                loss_log.execute("INSERT OR REPLACE INTO steps VALUES (?, ?)", (step + 1, time.time()))
                 loss_log.executemany(
-                    "INSERT INTO metrics VALUES (?, ?, ?, NULL)",
+                    "INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, NULL)",
                     [(step + 1, "loss/loss", loss + 1e-7), (step + 1, "learning_rate", lr)],
                 )
                 loss_log.commit()
@@ -366,14 +518,21 @@ class Job:
                 bar.draw()
             if step != 0 and save_every and step % save_every == 0:
                 say(f"\nSaving at step {step}")
-                self.write_checkpoint(step)
+                if self.control is not None:
+                    self.control.write(info="Saving model")
+                self.write_checkpoint(step, enospc=step == enospc_at)
+                if self.control is not None:
+                    self.control.write(info="Training")
             if step != 0 and sampling and sample_every and step % sample_every == 0:
                 self.write_samples(step)
             bar.update_to(step + 1)
+            self.end_of_step(step)
         bar.close()
         self.write_checkpoint(None, step_for_metadata=steps)
         if sampling:
             self.write_samples(steps)
+        if self.control is not None:
+            self.control.write(status="completed", info="Training completed")
         say()
 
     def open_loss_log(self) -> sqlite3.Connection | None:
@@ -394,11 +553,21 @@ class Job:
         connection.commit()
         return connection
 
-    def write_checkpoint(self, step: int | None, step_for_metadata: int | None = None) -> None:
-        """A step checkpoint (or the final file when step is None), optimizer.pt, and pruning of old ones."""
+    def write_checkpoint(self, step: int | None, step_for_metadata: int | None = None, enospc: bool = False) -> None:
+        """A step checkpoint (or the final file when step is None), optimizer.pt, and pruning of old ones.
+
+        With enospc, the disk fills up before the file's end: it is left truncated, as save_file leaves it.
+        """
         suffix = "" if step is None else f"_{step:09d}"
         path = self.save_root / f"{self.name}{suffix}.safetensors"
+        time.sleep(env_float("FAKE_AITK_SAVE_SECONDS", 0.0))  # a real save pauses the run ~2 s
         write_lora(path, self.name, step if step is not None else step_for_metadata or 0, self.rank)
+        if enospc:
+            data = path.read_bytes()
+            path.write_bytes(data[:-16])  # the header made it, the tensor data did not
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        if step is not None:
+            self.last_save_step = step
         say(f"Saved checkpoint to {path}")
         (self.save_root / "optimizer.pt").write_bytes(os.urandom(64))
         say(f"Saved optimizer to {self.save_root / 'optimizer.pt'}")
@@ -482,9 +651,13 @@ def main() -> None:
             record.write(" ".join(os.path.abspath(c) for c in args.config_file_list) + f" {os.getpid()}\n")
     say(f"Running {count} job{'' if count == 1 else 's'}")
     for config_file in args.config_file_list:
+        job: Job | None = None
         try:
-            Job(load_config(config_file, args.name), ascii_bar).run()
+            job = Job(load_config(config_file, args.name), ascii_bar)
+            job.run()
         except Exception as exc:
+            if job is not None and job.control is not None and not isinstance(exc, JobStopped):
+                job.control.write(status="error", info=str(exc), step=job.last_save_step)
             say(f"Error running job: {exc}")
             if not args.recover:
                 print_failure_banner()
@@ -492,6 +665,8 @@ def main() -> None:
         except KeyboardInterrupt:
             if CURRENT_BAR is not None:
                 CURRENT_BAR.close()
+            if job is not None and job.control is not None:
+                job.control.write(status="stopped", info="Job stopped", step=job.last_save_step)
             if os.environ.get("FAKE_AITK_OLD_SIGINT") == "1":
                 # Checkouts before 2026-07-22: the Result banner, then the process dies by the SIGINT itself.
                 print_failure_banner(failures=0)
