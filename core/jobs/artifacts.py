@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 from typing import Any
 
 from core.errors import OutputsElsewhere
 from core.jobs.executions import scan_generated, scan_training
 from core.jobs.lifecycle import artifact_record
 from core.jobs.rows import Job, JobType
+from core.storage.objects import ObjectStore
 from core.storage.workspace import Workspace
 from gpu.artifacts import Artifact
 
@@ -86,3 +88,15 @@ def remove_job_files(workspace: Workspace, job_id: str, relative_paths: list[str
             shutil.rmtree(target, ignore_errors=True)
         elif target.exists():
             target.unlink()
+
+
+def final_lora(job: Job, workspace: Workspace, objects: ObjectStore | None) -> Path | None:
+    """A training's final LoRA file, fetched from the bucket when only the bucket has it; None if it wrote none."""
+    for artifact in job.artifacts:
+        if artifact.get("kind") == "lora":
+            path = workspace.root / str(artifact["path"])
+            obj = artifact.get("object")
+            if objects is not None and isinstance(obj, dict) and not path.is_file():
+                objects.get_file(str(obj["key"]), path, sha256=str(obj.get("sha256") or "") or None)
+            return path
+    return None

@@ -6,7 +6,6 @@ import asyncio
 import builtins
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -14,22 +13,24 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from core.db import make_engine, migrate
-from core.errors import Conflict, InvalidInput, NotFound, Unavailable
+from core.errors import Conflict, InvalidInput, NotFound
 from core.health import health_report, install_scrape_gauges
 from core.jobs.artifacts import (
     current_artifacts,
+    final_lora,
     find_artifact,
     outputs_elsewhere,
     remove_job_files,
     require_outputs_here,
 )
-from core.jobs.caption import CaptionOptions, CaptionParams, caption_config, check_dataset
+from core.jobs.caption import CaptionOptions, CaptionParams
 from core.jobs.cluster import PodLink
 from core.jobs.control import Flag, ask_save_elsewhere, raise_flag
 from core.jobs.dataset_prep import datasets_of_job, datasets_of_request, materialise
 from core.jobs.executions import subprocess_env
-from core.jobs.generation import GenerateParams, build_generation_request, generation_config
+from core.jobs.generation import GenerateParams, build_generation_request
 from core.jobs.idempotency import keyed, request_fingerprint, same_request
+from core.jobs.new_jobs import JobKeys, caption_row, generation_row, require_toolkit, training_row
 from core.jobs.notify import Notifier
 from core.jobs.recovery import recover_jobs
 from core.jobs.requests import WEBHOOK_FIELDS, CaptionRequest, JobRequest, TrainRequest, TrainYamlRequest
@@ -39,17 +40,18 @@ from core.jobs.runner import JobRunner
 from core.jobs.scheduler import Scheduler, Slot
 from core.jobs.store import JobStore
 from core.jobs.uploader import read_record
+from core.jobs.waiting import wait_for_job, watch_job
 from core.metrics import ServiceMetrics
 from core.readiness import GenerationProbe
 from core.settings import Settings
-from core.storage.bucket_datasets import BucketDatasetStore
+from core.storage.bucket_datasets import dataset_store
 from core.storage.bundles import BundleKeeper
 from core.storage.captions import CaptionStore
 from core.storage.dataset_url import save_from_url
-from core.storage.datasets import DatasetStore, UploadSummary
+from core.storage.datasets import UploadSummary
 from core.storage.objects import ObjectStore, StorageError
 from core.storage.workspace import Workspace
-from core.training.builder import TrainingPlan, build_training_config
+from core.training.builder import build_training_config
 from core.training.params import TrainParams
 from core.training.yaml_rewrite import parse_yaml_config
 from core.webhooks.jobs import JobWebhooks, webhook_field
@@ -68,17 +70,8 @@ class JobService:
         self.engine = engine or make_engine(settings.effective_database_url)
         self.store = JobStore(self.engine)
         self.objects = ObjectStore.from_settings(settings)  # None: no bucket, the workspace alone
-        limits = {
-            "max_file_bytes": settings.max_file_bytes,
-            "max_upload_bytes": settings.max_upload_bytes,
-            "max_zip_entries": settings.max_zip_entries,
-        }
         # one store, so REST and contract uploads into the same dataset share its commit lock
-        self.datasets = (
-            DatasetStore(self.workspace, **limits)
-            if self.objects is None
-            else BucketDatasetStore(self.workspace, self.objects, **limits)
-        )
+        self.datasets = dataset_store(settings, self.workspace, self.objects)
         self.captions = CaptionStore(self.datasets)
         self.notifier = Notifier()
         self.metrics = ServiceMetrics()
@@ -190,11 +183,13 @@ class JobService:
         webhook: dict[str, Any] | None = None,
     ) -> Job:
         """Queue a training from simple parameters; lorapod writes the ai-toolkit config."""
-        self._require_toolkit()
+        require_toolkit(self.settings)
         job_id = new_job_id(JobType.train)
         plan = build_training_config(params, workspace=self.workspace, job_id=job_id)
-        stored = params.model_dump(mode="json")
-        return self._queue_training(job_id, plan, stored, idempotency_key, request_hash, webhook, autocaption)
+        keys = JobKeys(idempotency_key, request_hash, webhook)
+        return self._enqueue(
+            training_row(job_id, plan, params.model_dump(mode="json"), self.workspace, keys, autocaption)
+        )
 
     def submit_training_yaml(
         self,
@@ -206,13 +201,14 @@ class JobService:
         webhook: dict[str, Any] | None = None,
     ) -> Job:
         """Queue a training from a whole ai-toolkit config given as YAML."""
-        self._require_toolkit()
+        require_toolkit(self.settings)
         job_id = new_job_id(JobType.train)
         plan = parse_yaml_config(
             yaml_text, workspace=self.workspace, job_id=job_id, max_bytes=self.settings.max_yaml_bytes
         )
         stored = {"yaml_config_bytes": len(yaml_text.encode())}
-        return self._queue_training(job_id, plan, stored, idempotency_key, request_hash, webhook, autocaption)
+        keys = JobKeys(idempotency_key, request_hash, webhook)
+        return self._enqueue(training_row(job_id, plan, stored, self.workspace, keys, autocaption))
 
     def submit_caption(
         self,
@@ -223,26 +219,7 @@ class JobService:
         webhook: dict[str, Any] | None = None,
     ) -> Job:
         """Queue a caption job on a dataset: it runs on a slot's warm captioner."""
-        folder = check_dataset(self.workspace, params.training_name)
-        config = caption_config(
-            params, [folder], self.workspace, overwrite=params.overwrite, trigger_word=params.trigger_word
-        )
-        job_id = new_job_id(JobType.caption)
-        job = Job(
-            id=job_id,
-            type=JobType.caption,
-            status=JobStatus.queued,
-            name=f"caption {params.training_name}",
-            dataset=params.training_name,
-            base_model=config["model"],
-            params=params.model_dump(mode="json", exclude={"type", *WEBHOOK_FIELDS}),
-            config=config,
-            log_path=self.workspace.relative(self.workspace.logs / f"{job_id}.log"),
-            idempotency_key=idempotency_key,
-            request_hash=request_hash if idempotency_key else None,
-            webhook=webhook,
-        )
-        return self._enqueue(job)
+        return self._enqueue(caption_row(params, self.workspace, JobKeys(idempotency_key, request_hash, webhook)))
 
     def submit_generation(
         self,
@@ -258,22 +235,8 @@ class JobService:
         request = build_generation_request(
             params, workspace=self.workspace, job_id=job_id, lora_for_job=self.final_lora_of
         )
-        job = Job(
-            id=job_id,
-            type=JobType.generate,
-            status=JobStatus.queued,
-            name=(request.prompts[0][:120] if request.prompts else job_id),
-            base_model=request.base_model,
-            params=params.model_dump(mode="json"),
-            config=generation_config(request, self.workspace),
-            total_steps=request.steps * request.num_images * len(request.prompts),
-            log_path=self.workspace.relative(self.workspace.logs / f"{job_id}.log"),
-            output_dir=self.workspace.relative(request.output_dir),
-            idempotency_key=idempotency_key,
-            request_hash=request_hash if idempotency_key else None,
-            webhook=webhook,
-        )
-        return self._enqueue(job)
+        keys = JobKeys(idempotency_key, request_hash, webhook)
+        return self._enqueue(generation_row(params, request, self.workspace, keys))
 
     def submit(self, request: JobRequest, *, idempotency_key: str | None = None) -> Job:
         """Queue any job request (train, train_with_yaml, generate); a reused key needs the same request."""
@@ -290,55 +253,6 @@ class JobService:
         params_g = GenerateParams.model_validate(request.model_dump(exclude={"type", *WEBHOOK_FIELDS}))
         return self.submit_generation(params_g, **keys)
 
-    def _queue_training(
-        self,
-        job_id: str,
-        plan: TrainingPlan,
-        params: dict[str, Any],
-        idempotency_key: str | None,
-        request_hash: str | None = None,
-        webhook: dict[str, Any] | None = None,
-        autocaption: CaptionOptions | None = None,
-    ) -> Job:
-        job_dir = self.workspace.output / job_id
-        config_path = job_dir / "job_config.yaml"  # written when the job starts, from the stored config
-        extra: dict[str, Any] = {}
-        if autocaption is not None:
-            # ai-toolkit puts the training's trigger word into captions itself, so none is written here.
-            extra["autocaption"] = caption_config(
-                autocaption,
-                plan.datasets,
-                self.workspace,
-                overwrite=False,
-                trigger_word=None,
-                model_field="autocaption.model",
-            )
-            params = {**params, "autocaption": autocaption.model_dump(mode="json")}
-        job = Job(
-            id=job_id,
-            type=JobType.train,
-            status=JobStatus.queued,
-            name=plan.name,
-            dataset=params.get("training_name") or _dataset_name(plan, self.workspace),
-            base_model=plan.base_model,
-            params=params,
-            config={
-                "name": plan.name,
-                "save_root": self.workspace.relative(plan.save_root),
-                "config_path": self.workspace.relative(config_path),
-                "warnings": plan.warnings,
-                "ai_toolkit": plan.config,
-                **extra,
-            },
-            total_steps=plan.total_steps,
-            log_path=self.workspace.relative(self.workspace.logs / f"{job_id}.log"),
-            output_dir=self.workspace.relative(job_dir),
-            idempotency_key=idempotency_key,
-            request_hash=request_hash if idempotency_key else None,
-            webhook=webhook,
-        )
-        return self._enqueue(job)
-
     def _enqueue(self, job: Job) -> Job:
         if job.idempotency_key and (existing := self.store.by_idempotency_key(job.idempotency_key)):
             return same_request(existing, job)
@@ -348,13 +262,6 @@ class JobService:
         self.notifier.notify(stored.id)
         self.scheduler.kick()
         return stored
-
-    def _require_toolkit(self) -> None:
-        toolkit = self.settings.ai_toolkit_dir
-        if toolkit is None:
-            raise Unavailable("ai-toolkit is not configured: set AI_TOOLKIT_DIR to the folder holding its run.py")
-        if not (Path(toolkit) / "run.py").is_file():
-            raise Unavailable(f"ai-toolkit's run.py was not found in AI_TOOLKIT_DIR ({toolkit})")
 
     # -- reading -------------------------------------------------------------------------
 
@@ -393,19 +300,12 @@ class JobService:
         return self.store.page(status=status, job_type=job_type, limit=limit, cursor=cursor)
 
     def final_lora_of(self, job_id: str) -> Path | None:
-        """The final LoRA file of a finished training job, if it wrote one."""
+        """The final LoRA file of a finished training job, if it wrote one (fetched from the bucket if need be)."""
         try:
             job = self.get(job_id)
         except NotFound:
             return None
-        for artifact in job.artifacts:
-            if artifact.get("kind") == "lora":
-                path = self.workspace.root / str(artifact["path"])
-                obj = artifact.get("object")
-                if self.objects is not None and isinstance(obj, dict) and not path.is_file():
-                    self.objects.get_file(str(obj["key"]), path, sha256=str(obj.get("sha256") or "") or None)
-                return path
-        return None
+        return final_lora(job, self.workspace, self.objects)
 
     def queue_depth(self) -> int:
         """How many jobs wait for a slot."""
@@ -447,7 +347,7 @@ class JobService:
         self, job_id: str, *, idempotency_key: str | None = None, webhook: str | None = None, progress: bool = False
     ) -> Job:
         """A new attempt of a failed or cancelled training from its newest intact checkpoint, linked to it."""
-        self._require_toolkit()
+        require_toolkit(self.settings)
         hook = webhook_field(self.settings, webhook, progress) if webhook or progress else None
         new = prepare_resume(self.store.get(job_id), self.workspace)
         if hook is not None:
@@ -461,7 +361,7 @@ class JobService:
             new = self.submit_generation(GenerateParams.model_validate(old.params))
             self.store.update(new.id, retried_from=old.id)
             return self.store.get(new.id)
-        self._require_toolkit()
+        require_toolkit(self.settings)
         return self._enqueue(keyed(prepare_retry(old, self.workspace), idempotency_key, f"retry:{job_id}"))
 
     def delete(self, job_id: str, *, files: bool = False) -> None:
@@ -483,35 +383,15 @@ class JobService:
 
     # -- waiting -------------------------------------------------------------------------
 
-    async def watch(self, job_id: str, *, poll_seconds: float = 1.0) -> AsyncIterator[Job]:
+    def watch(self, job_id: str, *, poll_seconds: float = 1.0) -> AsyncIterator[Job]:
         """Yield the job now and after each change, ending with its terminal state."""
-        last_seen: Any = None
-        while True:
-            job = self.store.get(job_id)
-            stamp = (job.updated_at, job.status, job.step, len(job.artifacts))
-            if stamp != last_seen:
-                last_seen = stamp
-                yield job
-            if job.terminal:
-                return
-            await self.notifier.wait(job_id, timeout=poll_seconds)
+        return watch_job(self.store, self.notifier, job_id, poll_seconds=poll_seconds)
 
     async def wait(
-        self,
-        job_id: str,
-        *,
-        timeout: float | None = None,
-        on_change: Callable[[Job], None] | None = None,
+        self, job_id: str, *, timeout: float | None = None, on_change: Callable[[Job], None] | None = None
     ) -> Job:
         """Wait until the job is terminal (or timeout), calling on_change at each change; return it."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        job = self.store.get(job_id)
-        async for job in self.watch(job_id):
-            if on_change is not None:
-                on_change(job)
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-        return job
+        return await wait_for_job(self.store, self.notifier, job_id, timeout=timeout, on_change=on_change)
 
     def health(self) -> dict[str, Any]:
         """The worker's health object (GPUs, slots, ai-toolkit, generation, disk, bundles, database, queue)."""
@@ -541,10 +421,3 @@ class JobService:
         # With a bucket every artifact is there, whichever pod ran the job; without one, only its pod has them.
         if self.objects is None:
             require_outputs_here(job, self.workspace, self.settings.worker_id)
-
-
-def _dataset_name(plan: TrainingPlan, workspace: Workspace) -> str | None:
-    if not plan.datasets:
-        return None
-    first = plan.datasets[0]
-    return first.name if first.is_relative_to(workspace.training_data) else workspace.relative(first)

@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
 from core.errors import NotFound
+from core.settings import Settings
 from core.storage.datasets import DatasetInfo, DatasetStore, _dataset_files, _stem, validate_name
 from core.storage.files import iso_utc
 from core.storage.media import IMAGE_SUFFIXES
@@ -192,6 +193,18 @@ class BucketDatasetStore(DatasetStore):
             if manifest is not None:
                 out.append(_info(name, manifest))
         return out
+
+
+def dataset_store(settings: Settings, workspace: Workspace, objects: ObjectStore | None) -> DatasetStore:
+    """The datasets' one store: in the bucket (with local copies) when one is configured, else the workspace."""
+    limits = {
+        "max_file_bytes": settings.max_file_bytes,
+        "max_upload_bytes": settings.max_upload_bytes,
+        "max_zip_entries": settings.max_zip_entries,
+    }
+    if objects is None:
+        return DatasetStore(workspace, **limits)
+    return BucketDatasetStore(workspace, objects, **limits)
 
 
 def _info(name: str, manifest: dict[str, Any]) -> DatasetInfo:
