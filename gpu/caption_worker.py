@@ -19,129 +19,36 @@ _AS_SCRIPT = bool(sys.path) and os.path.abspath(sys.path[0] or os.curdir) == _HE
 if _AS_SCRIPT:
     sys.path.pop(0)
 
-import contextlib  # noqa: E402
 import gc  # noqa: E402
-import json  # noqa: E402
-import queue  # noqa: E402
-import tempfile  # noqa: E402
 import threading  # noqa: E402
-import traceback  # noqa: E402
-from typing import IO, TYPE_CHECKING, Any  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
 
 if TYPE_CHECKING:  # annotations only: at run time the protocol is `wire`, loaded below
     from gpu.caption_protocol import CaptionRequest
+    from gpu.worker_io import Protocol
 
 if _AS_SCRIPT:
-    # lorapod is not installed here, but the protocol sits beside this file; it is loaded by its path.
+    # lorapod is not installed here, but its stdlib-only modules sit beside this file. They are loaded by their
+    # paths: with this folder back on sys.path, a sibling module could shadow a library they import.
     import importlib.util
 
-    _spec = importlib.util.spec_from_file_location("caption_protocol", os.path.join(_HERE, "caption_protocol.py"))
+    _spec = importlib.util.spec_from_file_location("worker_io", os.path.join(_HERE, "worker_io.py"))
     assert _spec is not None and _spec.loader is not None
-    wire = importlib.util.module_from_spec(_spec)
-    sys.modules[_spec.name] = wire  # dataclasses looks its module up there
-    _spec.loader.exec_module(wire)
+    worker_io = importlib.util.module_from_spec(_spec)
+    sys.modules[_spec.name] = worker_io
+    _spec.loader.exec_module(worker_io)
+    wire = worker_io.load_sibling("caption_protocol")
 else:
     from gpu import caption_protocol as wire
-
-_MAX_MESSAGE = 2000
-
-
-def log(message: str) -> None:
-    """One line in the worker's log (stderr, which the client points at the job's log file)."""
-    print(f"[lorapod-caption] {message}", file=sys.stderr, flush=True)
+    from gpu import worker_io
 
 
-def take_stdout() -> int:
-    """Keep the real stdout for the protocol; from now on fd 1 and sys.stdout write to stderr."""
-    sys.stdout.flush()
-    protocol_fd = os.dup(1)
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    return protocol_fd
-
-
-def redirect_output(path: str) -> None:
-    """Send fd 1 and fd 2 (library prints, warnings, tracebacks) to the end of the file at path."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.dup2(fd, 2)
-        os.dup2(fd, 1)
-    finally:
-        os.close(fd)
-
-
-class Protocol:
-    """The event stream: one JSON object per line, safe to write from any thread."""
-
-    def __init__(self, fd: int) -> None:
-        self._file = os.fdopen(fd, "w", encoding="utf-8", buffering=1)
-        self._lock = threading.Lock()
-
-    def emit(self, event: str, **fields: Any) -> None:
-        """Write one event and flush it."""
-        line = json.dumps({wire.EVENT: event, **fields}, ensure_ascii=False)
-        with self._lock:
-            self._file.write(line + "\n")
-            self._file.flush()
-
-
-class Inbox:
-    """Reads stdin on a thread: requests go to a queue, a cancel sets a flag the running request checks."""
-
-    def __init__(self, protocol: Protocol) -> None:
-        self.requests: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.cancel = threading.Event()
-        self._protocol = protocol
-
-    def start(self, stream: IO[str]) -> None:
-        """Read stream until its end on a daemon thread."""
-        threading.Thread(target=self._read, args=(stream,), name="inbox", daemon=True).start()
-
-    def _read(self, stream: IO[str]) -> None:
-        for raw in stream:
-            if not raw.strip():
-                continue
-            try:
-                message = json.loads(raw)
-            except ValueError:
-                self._protocol.emit(wire.EVENT_ERROR, id=None, message="a request line is not JSON")
-                continue
-            op = message.get(wire.OP) if isinstance(message, dict) else None
-            if op == wire.OP_CANCEL:
-                self.cancel.set()
-            elif op == wire.OP_CAPTION:
-                self.cancel.clear()  # a cancel that arrived after the previous request ended is not for this one
-                self.requests.put(message)
-            elif op == wire.OP_SHUTDOWN:
-                self.cancel.set()
-                self.requests.put(message)
-            else:
-                self._protocol.emit(
-                    wire.EVENT_ERROR,
-                    id=message.get("id") if isinstance(message, dict) else None,
-                    message=f"unknown op {op!r}",
-                )
-        # The client is gone (or closed our stdin): stop what runs and exit.
-        self.cancel.set()
-        self.requests.put({wire.OP: wire.OP_SHUTDOWN})
+log = worker_io.make_log("[lorapod-caption]")
 
 
 def atomic_write_text(path: str, text: str) -> None:
-    """Write through a hidden temporary sibling renamed into place: the file is either old or new, never half."""
-    folder, name = os.path.split(path)
-    fd, tmp = tempfile.mkstemp(prefix=f"{wire.TEMP_PREFIX}{name}.", suffix=".part", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write((text + "\n").encode("utf-8"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """Write a caption file atomically: it is either old or new, never half."""
+    worker_io.atomic_write(path, (text + "\n").encode("utf-8"), prefix=wire.TEMP_PREFIX)
 
 
 class Engine:
@@ -279,7 +186,7 @@ def handle(engine: Engine, protocol: Protocol, message: dict[str, Any]) -> None:
     try:
         job = wire.CaptionRequest.parse(message)
         if job.log_path:
-            redirect_output(job.log_path)
+            worker_io.redirect_output(job.log_path)
         log(f"request {job.id}: {len(job.images)} image(s) with {job.model}")
         result = engine.caption(job)
         log(
@@ -288,28 +195,14 @@ def handle(engine: Engine, protocol: Protocol, message: dict[str, Any]) -> None:
         )
         protocol.emit(wire.EVENT_DONE, id=request_id, loads=engine.loads, model=engine.model_key, **result)
     except Exception as exc:
-        traceback.print_exc()
+        text = worker_io.error_text(exc)
         engine.recover()
-        text = f"{type(exc).__name__}: {exc}"
-        if len(text) > _MAX_MESSAGE:
-            text = text[: _MAX_MESSAGE - 1] + "…"
         protocol.emit(wire.EVENT_ERROR, id=request_id, message=text, loads=engine.loads, model=engine.model_key)
 
 
 def main() -> int:
     """Serve requests until shutdown or the end of stdin."""
-    protocol = Protocol(take_stdout())  # first, before any library can print
-    inbox = Inbox(protocol)
-    inbox.start(sys.stdin)
-    engine = Engine(protocol, inbox.cancel)
-    log(f"worker {os.getpid()} ready on {engine.device}")
-    protocol.emit(wire.EVENT_READY, pid=os.getpid(), device=engine.device, version=wire.VERSION)
-    while True:
-        message = inbox.requests.get()
-        if message.get(wire.OP) == wire.OP_SHUTDOWN:
-            log("shutting down")
-            return 0
-        handle(engine, protocol, message)
+    return int(worker_io.serve(wire, wire.OP_CAPTION, log, Engine, handle))
 
 
 if __name__ == "__main__":
