@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -78,3 +79,10 @@ def s3_server() -> Iterator[object]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def http(live_server: LiveServer) -> Iterator[httpx.Client]:
+    """An HTTP client of the live server (no API key)."""
+    with httpx.Client(base_url=live_server.url, timeout=60) as client:
+        yield client

@@ -29,12 +29,6 @@ def faces(settings: Settings) -> None:
     make_dataset(Path(settings.workspace) / "training_data" / "faces", 2)
 
 
-@pytest.fixture
-def http(live_server: LiveServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=live_server.url, timeout=60) as client:
-        yield client
-
-
 def png(size: int = 16) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (size, size), (10, 200, 30)).save(buffer, format="PNG")

@@ -4,7 +4,7 @@ cancel with a checkpoint, save now, sample now, and the trainer's own status lin
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,6 @@ import yaml
 
 from core.settings import Settings
 from tests.fakes.trainer import make_dataset
-from tests.helpers import LiveServer
 
 LONG: dict[str, Any] = {
     "type": "train",
@@ -33,12 +32,6 @@ TERMINAL = {"completed", "failed", "cancelled"}
 def slow_steps(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
     monkeypatch.setenv("FAKE_AITK_STEP_SECONDS", "0.02")
     make_dataset(Path(settings.workspace) / "training_data" / "faces", 2)
-
-
-@pytest.fixture
-def http(live_server: LiveServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=live_server.url, timeout=60) as client:
-        yield client
 
 
 def poll(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +31,6 @@ TERMINAL = {"completed", "failed", "cancelled"}
 @pytest.fixture(autouse=True)
 def faces(settings: Settings) -> None:
     make_dataset(Path(settings.workspace) / "training_data" / "faces", 2)
-
-
-@pytest.fixture
-def http(live_server: LiveServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=live_server.url, timeout=60) as client:
-        yield client
 
 
 def poll(

@@ -7,7 +7,6 @@ import base64
 import json
 import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +36,6 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture(autouse=True)
 def faces(settings: Settings) -> None:
     make_dataset(Path(settings.workspace) / "training_data" / "faces", 2)
-
-
-@pytest.fixture
-def http(live_server: LiveServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=live_server.url, timeout=60) as client:
-        yield client
 
 
 def finished(http: httpx.Client, job_id: str, until: Any = None, timeout: float = 60) -> dict[str, Any]:
