@@ -15,7 +15,8 @@ from typing import Any
 from core.errors import InvalidInput, NotFound
 from core.jobs.service import JobService
 from core.storage.bucket_datasets import BucketDatasetStore
-from core.storage.objects import ObjectStore, file_sha256
+from core.storage.files import hash_file
+from core.storage.objects import ObjectStore
 
 
 def wants_url(service: JobService, delivery: str | None) -> bool:
@@ -96,7 +97,7 @@ def fetch_artifacts(service: JobService, artifacts: list[dict[str, Any]]) -> Non
         if not isinstance(obj, dict):
             continue
         target = service.workspace.resolve(str(artifact["path"]), field="process_id")
-        if target.is_file() and target.stat().st_size == obj.get("size") and file_sha256(target) == obj.get("sha256"):
+        if target.is_file() and target.stat().st_size == obj.get("size") and hash_file(target) == obj.get("sha256"):
             continue
         objects.get_file(str(obj["key"]), target, sha256=str(obj.get("sha256") or "") or None)
 

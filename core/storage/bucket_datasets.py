@@ -19,11 +19,11 @@ from typing import Any, BinaryIO
 
 from core.errors import NotFound
 from core.settings import Settings
-from core.storage.datasets import DatasetInfo, DatasetStore, _dataset_files, _stem, validate_name
-from core.storage.files import iso_utc
+from core.storage.datasets import DatasetInfo, DatasetStore, _dataset_files, _stem, dataset_info, validate_name
+from core.storage.files import hash_file, iso_utc
 from core.storage.media import IMAGE_SUFFIXES
 from core.storage.names import is_valid_name
-from core.storage.objects import ObjectMissing, ObjectStore, StorageError, file_sha256
+from core.storage.objects import ObjectMissing, ObjectStore, StorageError
 from core.storage.uploads import SKIPPED_FILE, FileResult, read_skipped
 from core.storage.workspace import Workspace, atomic_write_text
 
@@ -210,21 +210,8 @@ def dataset_store(settings: Settings, workspace: Workspace, objects: ObjectStore
 def _info(name: str, manifest: dict[str, Any]) -> DatasetInfo:
     """A DatasetInfo from a manifest (the same shape as for a local dataset)."""
     files = [{"path": e["path"], "size": e["size"]} for e in manifest.get("files", [])]
-    images = [f["path"] for f in files if os.path.splitext(f["path"])[1].lower() in IMAGE_SUFFIXES]
-    captions = [f["path"] for f in files if f["path"].lower().endswith(".txt")]
-    image_stems = {_stem(r) for r in images}
-    caption_stems = {_stem(r) for r in captions}
-    return DatasetInfo(
-        name=name,
-        images=len(images),
-        captions=len(captions),
-        images_without_caption=[r for r in images if _stem(r) not in caption_stems],
-        captions_without_image=[r for r in captions if _stem(r) not in image_stems],
-        size_bytes=sum(int(f["size"]) for f in files),
-        files=files,
-        skipped=[s for s in manifest.get("skipped", []) if isinstance(s, dict)],
-        modified=str(manifest.get("updated", "")),
-    )
+    skipped = [s for s in manifest.get("skipped", []) if isinstance(s, dict)]
+    return dataset_info(name, files, skipped=skipped, modified=str(manifest.get("updated", "")))
 
 
 def _add_captions(folder: Path, entries: list[dict[str, Any]]) -> None:
@@ -250,7 +237,7 @@ def _cached_sha256(path: Path, cached: Any) -> str:
     st = path.stat()
     if isinstance(cached, list) and len(cached) == 3 and cached[:2] == [st.st_size, st.st_mtime_ns]:
         return str(cached[2])
-    return file_sha256(path)
+    return hash_file(path)
 
 
 def _read_state(folder: Path) -> dict[str, Any]:

@@ -158,35 +158,13 @@ class DatasetStore:
     def get(self, name: str) -> DatasetInfo:
         """One dataset's counts, unpaired images and captions, files, size and recorded skips."""
         folder = self._existing(name)
-        images: list[str] = []
-        captions: list[str] = []
         files: list[dict[str, Any]] = []
-        size = 0
         newest = folder.stat().st_mtime
         for path in _dataset_files(folder):
             st = path.stat()
-            rel = path.relative_to(folder).as_posix()
-            files.append({"path": rel, "size": st.st_size})
-            size += st.st_size
+            files.append({"path": path.relative_to(folder).as_posix(), "size": st.st_size})
             newest = max(newest, st.st_mtime)
-            suffix = path.suffix.lower()
-            if suffix in IMAGE_SUFFIXES:
-                images.append(rel)
-            elif suffix == ".txt":
-                captions.append(rel)
-        image_stems = {_stem(r) for r in images}
-        caption_stems = {_stem(r) for r in captions}
-        return DatasetInfo(
-            name=name,
-            images=len(images),
-            captions=len(captions),
-            images_without_caption=[r for r in images if _stem(r) not in caption_stems],
-            captions_without_image=[r for r in captions if _stem(r) not in image_stems],
-            size_bytes=size,
-            files=files,
-            skipped=read_skipped(folder),
-            modified=iso_utc(newest),
-        )
+        return dataset_info(name, files, skipped=read_skipped(folder), modified=iso_utc(newest))
 
     # ----- deleting
 
@@ -217,6 +195,27 @@ class DatasetStore:
             return []
         names = sorted(p.name for p in root.iterdir() if p.is_dir() and is_valid_name(p.name))
         return [self.get(n) for n in names]
+
+
+def dataset_info(
+    name: str, files: list[dict[str, Any]], *, skipped: list[dict[str, str]], modified: str
+) -> DatasetInfo:
+    """A dataset's counts and unpaired images and captions from its files ({path, size}), wherever they are kept."""
+    images = [f["path"] for f in files if os.path.splitext(f["path"])[1].lower() in IMAGE_SUFFIXES]
+    captions = [f["path"] for f in files if os.path.splitext(f["path"])[1].lower() == ".txt"]
+    image_stems = {_stem(r) for r in images}
+    caption_stems = {_stem(r) for r in captions}
+    return DatasetInfo(
+        name=name,
+        images=len(images),
+        captions=len(captions),
+        images_without_caption=[r for r in images if _stem(r) not in caption_stems],
+        captions_without_image=[r for r in captions if _stem(r) not in image_stems],
+        size_bytes=sum(int(f["size"]) for f in files),
+        files=files,
+        skipped=skipped,
+        modified=modified,
+    )
 
 
 def _dataset_files(folder: Path) -> Iterable[Path]:

@@ -182,7 +182,7 @@ class _ShaCache:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        digest = _hash_file(path)
+        digest = hash_file(path)
         with self._lock:
             self._items[key] = digest
             self._items.move_to_end(key)
@@ -191,7 +191,8 @@ class _ShaCache:
         return digest
 
 
-def _hash_file(path: Path) -> str:
+def hash_file(path: Path) -> str:
+    """A file's SHA-256 (hex), read in chunks; uncached (file_sha256 caches it per version of the file)."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         while block := handle.read(_READ_SIZE):

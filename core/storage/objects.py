@@ -10,7 +10,6 @@ own exceptions, and never with a secret in the message.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import tempfile
@@ -24,6 +23,7 @@ from urllib.parse import quote
 from core.errors import InvalidInput, NotFound, Unavailable
 from core.settings import Settings
 from core.storage.bucket_location import BucketLocation, bucket_location
+from core.storage.files import hash_file
 
 # Files above this go up in parts of this size, several at once (boto3's managed transfer).
 MULTIPART_BYTES = 8 * 1024 * 1024
@@ -54,15 +54,6 @@ class ObjectInfo:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, as kept in job records and manifests."""
         return asdict(self)
-
-
-def file_sha256(path: Path) -> str:
-    """The sha256 (hex) of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class ObjectStore:
@@ -169,7 +160,7 @@ class ObjectStore:
     def put_file(self, key: str, path: Path, *, content_type: str | None = None) -> ObjectInfo:
         """Upload a file (multipart above MULTIPART_BYTES, each part checksummed) and verify what landed."""
         size = path.stat().st_size
-        sha256 = file_sha256(path)
+        sha256 = hash_file(path)
         extra: dict[str, Any] = {"ChecksumAlgorithm": "SHA256", "Metadata": {"sha256": sha256}}
         if content_type:
             extra["ContentType"] = content_type
@@ -232,7 +223,7 @@ class ObjectStore:
                 if _is_missing(exc):
                     raise self.missing(key) from None
                 raise self._explain(exc, f"download of '{key}'") from None
-            if sha256 and file_sha256(temp) != sha256:
+            if sha256 and hash_file(temp) != sha256:
                 raise StorageError(f"object '{key}' does not match its recorded sha256; it was changed or damaged")
             os.replace(temp, dest)
         finally:

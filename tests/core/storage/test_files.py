@@ -193,13 +193,13 @@ def test_missing_file_and_directory(ws: Workspace) -> None:
 
 def test_sha_is_cached_until_the_file_changes(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[Path] = []
-    real = files._hash_file
+    real = files.hash_file
 
     def counting(path: Path) -> str:
         calls.append(path)
         return real(path)
 
-    monkeypatch.setattr(files, "_hash_file", counting)
+    monkeypatch.setattr(files, "hash_file", counting)
     monkeypatch.setattr(files, "_sha_cache", files._ShaCache())
     target = "output/train_0123456789ab/cat/cat.safetensors"
     _, chunks = reassemble(ws, target, 100)
