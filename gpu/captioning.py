@@ -8,10 +8,9 @@ request, an idle one exits after idle_seconds, and a training takes it down to h
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -57,32 +56,7 @@ class WarmCaptioner(WarmWorker[CaptioningOutcome]):
     label = "caption worker"
     activity = "captioning"
     log = logging.getLogger(__name__)
-
-    def __init__(
-        self,
-        *,
-        python: str,
-        gpu: str | None,
-        log_path_for: Callable[[str], Path],
-        extra_env: Mapping[str, str] | None = None,
-        idle_seconds: float = 300.0,
-        cwd: Path | None = None,
-        cancel_grace: float = 60.0,
-        start_timeout: float = 600.0,
-    ) -> None:
-        super().__init__(
-            python=python,
-            gpu=gpu,
-            log_path_for=log_path_for,
-            extra_env=extra_env,
-            idle_seconds=idle_seconds,
-            cwd=cwd,
-            cancel_grace=cancel_grace,
-            start_timeout=start_timeout,
-        )
-        # Bound now when made on the loop, so a cancel arriving before the first request still reaches it.
-        with contextlib.suppress(RuntimeError):
-            self._loop = asyncio.get_running_loop()
+    bind_loop_at_creation = True
 
     async def caption(
         self,

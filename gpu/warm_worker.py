@@ -48,6 +48,8 @@ class WarmWorker(Generic[OutcomeT]):
     label: ClassVar[str]  # "generation worker"
     activity: ClassVar[str]  # "generation"
     log: ClassVar[logging.Logger]
+    # Bound to the running loop when made on it, so a cancel arriving before the first request still reaches it.
+    bind_loop_at_creation: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -79,6 +81,9 @@ class WarmWorker(Generic[OutcomeT]):
         self._cancel_requested = False
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        if self.bind_loop_at_creation:
+            with contextlib.suppress(RuntimeError):
+                self._loop = asyncio.get_running_loop()
 
     @property
     def running(self) -> bool:
