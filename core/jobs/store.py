@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, update
+from sqlalchemy import or_, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
@@ -212,8 +212,10 @@ class JobStore:
                 stmt = stmt.where(Job.type == job_type)
             if cursor:
                 created, last_id = decode_cursor(cursor)
+                # The leading `created_at <=` is one index range that starts at the cursor: without it the OR
+                # makes SQLite gather every older job and sort them (200 ms fifty thousand jobs deep).
                 stmt = stmt.where(
-                    or_(col(Job.created_at) < created, and_(col(Job.created_at) == created, col(Job.id) < last_id))
+                    col(Job.created_at) <= created, or_(col(Job.created_at) < created, col(Job.id) < last_id)
                 )
             stmt = stmt.order_by(col(Job.created_at).desc(), col(Job.id).desc()).limit(limit + 1)
             rows = list(session.exec(stmt).all())
@@ -261,6 +263,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, job_id = json.loads(raw)
-        return datetime.fromisoformat(created), str(job_id)
+        after = datetime.fromisoformat(created)
+        if after.tzinfo is None:  # ours always carry their zone; a naive one cannot be compared with the column
+            raise ValueError("a cursor's time has no zone")
+        return after, str(job_id)
     except (ValueError, TypeError) as exc:
         raise InvalidInput("cursor", "is not a cursor this server returned") from exc

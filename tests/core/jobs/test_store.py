@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -12,6 +14,7 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from core.db import make_engine, migrate
+from core.errors import InvalidInput
 from core.jobs.leases import WORKER_LOST, LeaseKeeper
 from core.jobs.rows import Job, JobStatus, JobType, utcnow
 from core.jobs.store import JobStore
@@ -164,3 +167,16 @@ def test_a_worker_stops_a_job_another_pod_took_over(store: JobStore) -> None:
     )
     stalled.tick()
     assert stopped == [job.id]
+
+
+def test_pages_follow_cursors_and_refuse_a_cursor_without_a_time_zone(store: JobStore) -> None:
+    ids = queue(store, 5)
+    first, cursor = store.page(limit=2)
+    assert [job.id for job in first] == ids[:-3:-1] and cursor is not None
+    rest, end = store.page(limit=5, cursor=cursor)
+    assert [job.id for job in rest] == ids[-3::-1] and end is None
+    naive = base64.urlsafe_b64encode(
+        json.dumps([first[-1].created_at.replace(tzinfo=None).isoformat(), ids[0]]).encode()
+    )
+    with pytest.raises(InvalidInput, match="is not a cursor this server returned"):
+        store.page(limit=2, cursor=naive.decode())
