@@ -7,7 +7,9 @@ docs/benchmarks.md), and gives the exit status: 1 when a goal was missed.
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -61,6 +63,19 @@ def at_most(
     return Figure(id, name, value, unit, anchor, anchor_value, ratio, f"≤ {limit:g} {unit}", value <= limit, detail)
 
 
+def missed(id: str, name: str, detail: str = "") -> Figure:
+    """A figure that could not be measured (its script is missing, crashed or wrote nothing): a missed goal."""
+    return Figure(id, name, math.nan, "", "", None, None, "", False, detail)
+
+
+def arguments(doc: str | None) -> argparse.ArgumentParser:
+    """A script's command line with the two options the suite passes: --json PATH and --quick."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here (for bench/suite.py)")
+    parser.add_argument("--quick", action="store_true", help="fewer and shorter rounds: a smoke run, not a figure")
+    return parser
+
+
 def format_table(figures: list[Figure]) -> str:
     """The figures as a Markdown table."""
     lines = [
@@ -68,10 +83,11 @@ def format_table(figures: list[Figure]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for f in figures:
+        value = "—" if math.isnan(f.value) else f"{f.value:,.4g} {f.unit}"
         anchor_value = "" if f.anchor_value is None else f"{f.anchor_value:,.4g} {f.unit}"
         ratio = "" if f.ratio is None else f"{f.ratio:.2f}x"
         lines.append(
-            f"| {f.id} | {f.name} | {f.value:,.4g} {f.unit} | {f.anchor} | {anchor_value} | {ratio} | {f.goal} | "
+            f"| {f.id} | {f.name} | {value} | {f.anchor} | {anchor_value} | {ratio} | {f.goal} | "
             f"{'yes' if f.met else '**no**'} |"
         )
     return "\n".join(lines)
