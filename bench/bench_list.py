@@ -114,7 +114,7 @@ def seed(settings: Settings, jobs: int) -> None:
     engine.dispose()
 
 
-def p50_ms(measure: Callable[[], None], runs: int) -> float:
+def p50_ms(measure: Callable[[], object], runs: int) -> float:
     """The median milliseconds of runs sequential calls, after a few unmeasured ones."""
     for _ in range(5):
         measure()
@@ -129,12 +129,15 @@ def p50_ms(measure: Callable[[], None], runs: int) -> float:
 def deep_cursor(database: Path) -> tuple[str, str]:
     """The cursor the API gives after the DEEP-th newest job, as it forms it, and the id of the job after it."""
     with sqlite3.connect(database) as conn:
-        (job_id,), (next_id,) = conn.execute(
-            "SELECT id FROM jobs ORDER BY created_at DESC, id DESC LIMIT 2 OFFSET ?", (DEEP - 1,)
+        (job_id, kind, status, name, created), (next_id, *_) = conn.execute(
+            "SELECT id, type, status, name, created_at FROM jobs ORDER BY created_at DESC, id DESC LIMIT 2 OFFSET ?",
+            (DEEP - 1,),
         ).fetchall()
-        (created,) = conn.execute("SELECT created_at FROM jobs WHERE id = ?", (job_id,)).fetchone()
     # SQLite keeps the timestamps without their zone (UTC); the server reads them back as UTC.
-    return encode_cursor(Job(id=job_id, created_at=datetime.fromisoformat(created).replace(tzinfo=UTC))), next_id
+    job = Job(
+        id=job_id, type=kind, status=status, name=name, created_at=datetime.fromisoformat(created).replace(tzinfo=UTC)
+    )
+    return encode_cursor(job), next_id
 
 
 def bench(quick: bool) -> list[Figure]:
