@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 from app.logging_setup import hold_root_logger
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
     from core.jobs.service import JobService
     from core.settings import Settings
 
@@ -101,11 +103,11 @@ class _Progress:
             await asyncio.sleep(pending)
 
 
-def build_service(settings: Settings) -> JobService:
-    """A job service for settings, not started yet."""
+def build_service(settings: Settings, engine: Engine | None = None) -> JobService:
+    """A job service for settings (on engine when given), not started yet."""
     from core.jobs.service import JobService
 
-    return JobService(settings)
+    return JobService(settings, engine=engine)
 
 
 async def handler(job: dict[str, Any]) -> dict[str, Any]:
@@ -126,8 +128,11 @@ async def handler(job: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def startup_checks(settings: Settings) -> None:
-    """Once per worker, before taking jobs: workspace folders, database schema, GPUs and ai-toolkit, logged."""
+def startup_checks(settings: Settings) -> Engine:
+    """Once per worker, before taking jobs: workspace folders, database schema, GPUs and ai-toolkit, logged.
+
+    Returns the engine it migrated, for the job service.
+    """
     from core.db import make_engine, migrate
     from core.health import toolkit_info
     from core.storage.workspace import Workspace
@@ -136,7 +141,6 @@ def startup_checks(settings: Settings) -> None:
     Workspace(settings.workspace).ensure()
     engine = make_engine(settings.effective_database_url)
     migrate(engine)
-    engine.dispose()
     gpus = detect_gpus()
     log.info("workspace %s; GPUs: %s", settings.workspace, ", ".join(g.name for g in gpus) or "none (CPU slot)")
     from core.storage.objects import ObjectStore, StorageError
@@ -153,9 +157,10 @@ def startup_checks(settings: Settings) -> None:
     toolkit = toolkit_info(str(settings.ai_toolkit_dir) if settings.ai_toolkit_dir else None)
     if not toolkit["found"]:
         log.warning("ai-toolkit not found (%s): train and train_with_yaml will fail", toolkit.get("reason"))
+    return engine
 
 
-def prepare(sdk_loaded: threading.Event) -> JobService:
+def prepare(sdk_loaded: threading.Event) -> JobService | None:
     """lorapod's part of a cold start, once the SDK's import waits: logging, start-up checks, the job service."""
     # The SDK's import spends about a second waiting for py-cpuinfo's subprocess (runpod's rp_debugger asks for
     # the CPU's name when imported). Starting only then, this work takes a core nobody uses instead of slowing
@@ -167,8 +172,11 @@ def prepare(sdk_loaded: threading.Event) -> JobService:
 
     settings = worker_settings()
     configure_logging(settings)
-    startup_checks(settings)
-    return build_service(settings)
+    engine = startup_checks(settings)
+    try:
+        return build_service(settings, engine)
+    except Exception:  # not fatal, as before: the first job builds it again and answers with the reason
+        return None
 
 
 def main() -> None:
