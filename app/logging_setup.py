@@ -12,12 +12,15 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from core.log_context import job_context
-from core.settings import Settings
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 MASK = "[redacted]"
+HANDLER_NAME = "lorapod"  # the root handler lorapod installs, found by name to be replaced
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _LOGGERS_WITH_OWN_HANDLERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
 
@@ -82,15 +85,26 @@ def record_job_id(record: logging.LogRecord) -> str | None:
     return str(given) if given else job_context.get()
 
 
+def hold_root_logger() -> None:
+    """Until configure_logging runs, print records bare as Python's last resort does, on a handler of lorapod's.
+
+    A root handler keeps libraries that call logging.basicConfig when imported (runpod does) from installing
+    theirs, which would print every record a second time; configure_logging replaces this one.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name(HANDLER_NAME)
+    logging.getLogger().addHandler(handler)
+
+
 def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> logging.Handler:
     """Install the one root handler in the configured format and level; calling it again replaces it."""
     secrets = [s.get_secret_value() for s in (settings.api_key, settings.hf_token) if s is not None]
     formatter = JsonFormatter(secrets) if settings.log_format == "json" else TextFormatter(secrets)
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(formatter)
-    handler.set_name("lorapod")
+    handler.set_name(HANDLER_NAME)
     root = logging.getLogger()
-    for old in [h for h in root.handlers if h.get_name() == "lorapod"]:
+    for old in [h for h in root.handlers if h.get_name() == HANDLER_NAME]:
         root.removeHandler(old)
     root.addHandler(handler)
     level = settings.log_level.upper()

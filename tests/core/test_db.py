@@ -132,3 +132,35 @@ def test_the_listener_outlives_a_dropped_connection() -> None:
         finally:
             listener.stop()
             engine.dispose()
+
+
+def test_an_older_database_migrates_to_head_and_an_engine_is_migrated_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0003_leases")  # a database an older lorapod left behind
+    assert "request_hash" not in {c["name"] for c in inspect(engine).get_columns("jobs")}
+
+    upgrades: list[str] = []
+    real_upgrade = command.upgrade
+    monkeypatch.setattr(command, "upgrade", lambda cfg, rev: (upgrades.append(rev), real_upgrade(cfg, rev)))
+    migrate(engine)
+    migrate(engine)  # the same engine again: already at head, Alembic is not asked
+    other = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    migrate(other)  # another engine checks for itself
+    try:
+        assert upgrades == ["head", "head"]
+        with engine.connect() as connection:
+            version = connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+        assert version == ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+        assert "request_hash" in {c["name"] for c in inspect(engine).get_columns("jobs")}
+    finally:
+        engine.dispose()
+        other.dispose()

@@ -15,6 +15,7 @@ Bodies arrive as JSON text labelled `application/x-www-form-urlencoded`, as the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -149,7 +150,9 @@ class FakeRunPodPlatform:
                     self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                # A worker stopped while its long-poll was open has nobody left to read the answer.
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.wfile.write(data)
 
             def do_GET(self) -> None:
                 parts = urlsplit(self.path)
