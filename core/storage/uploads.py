@@ -21,7 +21,7 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import Any, Protocol
 
 from core.errors import TooLarge
 from core.storage.media import CAPTION_SUFFIXES, IMAGE_SUFFIXES, detect_image_type
@@ -38,6 +38,14 @@ _NOISE = re.compile(r"(^|/)(__MACOSX/|\._[^/]*$|\.DS_Store$)")
 _MAX_SKIPPED_KEPT = 1000
 _CHUNK = 1024 * 1024
 _HEAD = 32
+
+
+class Readable(Protocol):
+    """What an incoming file is read through: a binary file, or a multipart part still arriving."""
+
+    def read(self, size: int = -1, /) -> bytes:
+        """The next bytes, at most size; b"" at the end."""
+        ...
 
 
 def safe_basename(filename: str) -> str | None:
@@ -60,7 +68,7 @@ class UploadPipeline:
         self.max_upload_bytes = max_upload_bytes
         self.max_zip_entries = max_zip_entries
 
-    def run(self, folder: Path, files: Iterable[tuple[str, BinaryIO | None]], lock: threading.Lock) -> list[FileResult]:
+    def run(self, folder: Path, files: Iterable[tuple[str, Readable | None]], lock: threading.Lock) -> list[FileResult]:
         """Receive every file into staging, then move them into the dataset at once under lock."""
         folder.mkdir(parents=True, exist_ok=True)  # parents: a fresh workspace has no training_data yet
         _remove_stale_staging(folder)
@@ -81,7 +89,7 @@ class UploadPipeline:
             staging.discard()
         return results
 
-    def _receive(self, staging: _Staging, filename: str, stream: BinaryIO, result: FileResult) -> None:
+    def _receive(self, staging: _Staging, filename: str, stream: Readable, result: FileResult) -> None:
         """Stream one caller file into staging, then classify it (or unpack it when it is a zip)."""
         base = safe_basename(filename)
         if base is None:
@@ -330,7 +338,7 @@ class _Staging:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def decode_base64_files(files: list[dict[str, Any]]) -> Iterable[tuple[str, BinaryIO | None]]:
+def decode_base64_files(files: list[dict[str, Any]]) -> Iterable[tuple[str, Readable | None]]:
     """Decode each base64 file lazily, so only one decoded file is in memory at a time."""
     for item in files:
         content: str = item["content"]
@@ -345,7 +353,7 @@ def decode_base64_files(files: list[dict[str, Any]]) -> Iterable[tuple[str, Bina
         yield item["filename"], io.BytesIO(data)
 
 
-def _copy(stream: BinaryIO, temp: Path, max_bytes: int, staging: _Staging) -> tuple[bytes, int | None]:
+def _copy(stream: Readable, temp: Path, max_bytes: int, staging: _Staging) -> tuple[bytes, int | None]:
     """Copy a stream into temp in chunks; return its first bytes and size, or None as size when over max_bytes."""
     head = b""
     size = 0
