@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 
 from app.deps import DatasetsDep, body_limited_route
 from app.errors import error_responses, rename_fields
+from app.multipart import FileParts, body_puller, is_multipart
 from app.schemas.datasets import Dataset, DatasetList, UploadSummary
 from core.errors import InvalidInput
+from core.storage.datasets import DatasetStore
 
 # The limit is checked on Content-Length before a byte is read, and on the bytes as they stream in.
 router = APIRouter(
@@ -30,6 +32,7 @@ DatasetName = Annotated[
 ]
 # Files a single request may carry; a zip counts as one (its entries have their own limit).
 MAX_FILES_PER_REQUEST = 1000
+FILES_REQUIRED = "is required: send one or more multipart file fields named 'files'"
 
 
 @router.post(
@@ -76,13 +79,25 @@ MAX_FILES_PER_REQUEST = 1000
 async def upload_files(request: Request, datasets: DatasetsDep, name: DatasetName) -> dict[str, Any]:
     """Upload images and captions."""
     datasets.folder(name)  # refuse a bad name before reading the body
-    async with request.form(max_files=MAX_FILES_PER_REQUEST, max_fields=MAX_FILES_PER_REQUEST) as form:
-        uploads = [item for item in form.getlist("files") if isinstance(item, UploadFile)]
-        if not uploads:
-            raise InvalidInput("files", "is required: send one or more multipart file fields named 'files'")
-        files = [(upload.filename or "", upload.file) for upload in uploads]
-        summary = await run_in_threadpool(datasets.save_files, name, files)
-    return summary.to_dict()
+    if not is_multipart(request):
+        raise InvalidInput("files", FILES_REQUIRED)
+    parts = FileParts(
+        request.headers["content-type"],
+        body_puller(request),
+        field="files",
+        max_files=MAX_FILES_PER_REQUEST,
+        max_fields=MAX_FILES_PER_REQUEST,
+    )
+    return await run_in_threadpool(_save_parts, datasets, name, parts)
+
+
+def _save_parts(datasets: DatasetStore, name: str, parts: FileParts) -> dict[str, Any]:
+    """Each file part goes into the dataset's staging as it arrives (in a worker thread: parsing and disk writes)."""
+    files = iter(parts)
+    first = next(files, None)
+    if first is None:
+        raise InvalidInput("files", FILES_REQUIRED)
+    return datasets.save_files(name, itertools.chain([first], files)).to_dict()
 
 
 @router.get(

@@ -33,6 +33,7 @@ _CONTENT_TYPES = {
     ".webp": "image/webp",
 }
 
+DOWNLOAD_CHUNK_BYTES = 1024 * 1024
 _DOWNLOAD_HEADERS: dict[str, Any] = {
     "Accept-Ranges": {
         "description": "Always `bytes`: send `Range: bytes=a-b` for part of the file (206).",
@@ -81,6 +82,8 @@ def file_response(request: Request, path: FsPath, *, field: str = "path") -> Res
         stat_result=stat,
         content_disposition_type="inline" if inline else "attachment",
     )
+    # Starlette reads 64 KiB per hop into a worker thread; 1 MiB hops serve a 1 GiB LoRA about a quarter faster.
+    response.chunk_size = DOWNLOAD_CHUNK_BYTES
     etag = response.headers.get("etag")
     if etag and etag in _etags(request.headers.get("if-none-match", "")):
         return Response(status_code=304, headers={"ETag": etag, "Cache-Control": "no-cache"})

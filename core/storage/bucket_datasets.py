@@ -15,7 +15,7 @@ import shutil
 import threading
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import Any
 
 from core.errors import NotFound
 from core.settings import Settings
@@ -24,7 +24,7 @@ from core.storage.files import hash_file, iso_utc
 from core.storage.media import IMAGE_SUFFIXES
 from core.storage.names import is_valid_name
 from core.storage.objects import ObjectMissing, ObjectStore, StorageError
-from core.storage.uploads import SKIPPED_FILE, FileResult, read_skipped
+from core.storage.uploads import SKIPPED_FILE, FileResult, Readable, read_skipped
 from core.storage.workspace import Workspace, atomic_write_text
 
 # Per-file (size, mtime_ns, sha256) of the last materialise or publish: an unchanged file is not hashed again.
@@ -70,7 +70,7 @@ class BucketDatasetStore(DatasetStore):
 
     # ----- uploads: the local folder first equals the bucket's, receives the files, then goes up
 
-    def _receive(self, name: str, files: Iterable[tuple[str, BinaryIO | None]]) -> list[FileResult]:
+    def _receive(self, name: str, files: Iterable[tuple[str, Readable | None]]) -> list[FileResult]:
         with self._sync:
             self.materialise(name, missing_ok=True)
             results = super()._receive(name, files)

@@ -18,13 +18,13 @@ import threading
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import Any
 
 from core.errors import InsufficientStorage, InvalidInput, NotFound, PathEscape, is_disk_full
 from core.storage.files import iso_utc
 from core.storage.media import IMAGE_SUFFIXES
 from core.storage.names import check_name, is_valid_name
-from core.storage.uploads import FileResult, UploadPipeline, decode_base64_files, read_skipped
+from core.storage.uploads import FileResult, Readable, UploadPipeline, decode_base64_files, read_skipped
 from core.storage.workspace import Workspace
 
 # ai-toolkit's own caches inside a dataset: not the user's data, so neither listed nor counted.
@@ -97,12 +97,12 @@ class DatasetStore:
 
     # ----- uploads
 
-    def save_stream(self, name: str, filename: str, stream: BinaryIO) -> FileResult:
+    def save_stream(self, name: str, filename: str, stream: Readable) -> FileResult:
         """Save one incoming file (image, caption or zip), streamed to disk; a file over the limit is skipped."""
         results = self._receive(name, [(filename, stream)])
         return results[0]
 
-    def save_files(self, name: str, files: Iterable[tuple[str, BinaryIO | None]]) -> UploadSummary:
+    def save_files(self, name: str, files: Iterable[tuple[str, Readable | None]]) -> UploadSummary:
         """Save many files in one request; all or nothing: over max_upload_bytes (TooLarge) nothing is kept."""
         results = self._receive(name, files)
         return self._summary(name, results)
@@ -120,7 +120,7 @@ class DatasetStore:
                     raise InvalidInput(f"files[{index}].{key}", "is required")
         return self.save_files(name, decode_base64_files(files))
 
-    def _receive(self, name: str, files: Iterable[tuple[str, BinaryIO | None]]) -> list[FileResult]:
+    def _receive(self, name: str, files: Iterable[tuple[str, Readable | None]]) -> list[FileResult]:
         pipeline = UploadPipeline(
             max_file_bytes=self.max_file_bytes,
             max_upload_bytes=self.max_upload_bytes,
@@ -130,12 +130,14 @@ class DatasetStore:
         existed = folder.exists()
         try:
             return pipeline.run(folder, files, self._lock)
-        except OSError as exc:
-            if not is_disk_full(exc):
-                raise
-            if not existed:  # a dataset this request created stays absent, not empty
+        except BaseException as exc:
+            # A dataset this request created stays absent, not empty: the disk filled, the body was refused
+            # part-way (limits, a malformed or cut-off body), or the client went away.
+            if not existed:
                 with contextlib.suppress(OSError):
                     folder.rmdir()
+            if not (isinstance(exc, OSError) and is_disk_full(exc)):
+                raise
             raise InsufficientStorage(
                 "files: the disk is full; nothing from this upload was kept (free space, then upload again)",
                 field="files",

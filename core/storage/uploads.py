@@ -19,9 +19,10 @@ import time
 import zipfile
 import zlib
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import Any, Protocol
 
 from core.errors import TooLarge
 from core.storage.media import CAPTION_SUFFIXES, IMAGE_SUFFIXES, detect_image_type
@@ -38,6 +39,14 @@ _NOISE = re.compile(r"(^|/)(__MACOSX/|\._[^/]*$|\.DS_Store$)")
 _MAX_SKIPPED_KEPT = 1000
 _CHUNK = 1024 * 1024
 _HEAD = 32
+
+
+class Readable(Protocol):
+    """What an incoming file is read through: a binary file, or a multipart part still arriving."""
+
+    def read(self, size: int = -1, /) -> bytes:
+        """The next bytes, at most size; b"" at the end."""
+        ...
 
 
 def safe_basename(filename: str) -> str | None:
@@ -60,7 +69,7 @@ class UploadPipeline:
         self.max_upload_bytes = max_upload_bytes
         self.max_zip_entries = max_zip_entries
 
-    def run(self, folder: Path, files: Iterable[tuple[str, BinaryIO | None]], lock: threading.Lock) -> list[FileResult]:
+    def run(self, folder: Path, files: Iterable[tuple[str, Readable | None]], lock: threading.Lock) -> list[FileResult]:
         """Receive every file into staging, then move them into the dataset at once under lock."""
         folder.mkdir(parents=True, exist_ok=True)  # parents: a fresh workspace has no training_data yet
         _remove_stale_staging(folder)
@@ -81,7 +90,7 @@ class UploadPipeline:
             staging.discard()
         return results
 
-    def _receive(self, staging: _Staging, filename: str, stream: BinaryIO, result: FileResult) -> None:
+    def _receive(self, staging: _Staging, filename: str, stream: Readable, result: FileResult) -> None:
         """Stream one caller file into staging, then classify it (or unpack it when it is a zip)."""
         base = safe_basename(filename)
         if base is None:
@@ -275,16 +284,53 @@ class _Refused(Exception):
     """A zip archive refused as a whole; the message is the reason."""
 
 
+class _Syncer:
+    """Flushes staged files to disk in a background thread while the upload goes on, so the disk's write-back
+    overlaps the receiving instead of following each file; commit waits for it."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lorapod-upload-fsync")
+        self._pending: dict[Path, Future[None]] = {}
+
+    def start(self, path: Path) -> None:
+        """Queue path's fsync (once)."""
+        if path not in self._pending:
+            self._pending[path] = self._pool.submit(_fsync, path)
+
+    def wait(self) -> None:
+        """Block until every queued fsync is done; the first failure (a full disk) is raised."""
+        for future in self._pending.values():
+            future.result()
+
+    def close(self) -> None:
+        """Drop the fsyncs not started yet and stop the thread."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:  # replaced or dropped since it was staged
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class _Staging:
     """One request's files, written into a hidden folder inside the dataset and moved into place at the end."""
 
-    def __init__(self, folder: Path, max_upload_bytes: int, directory: Path | None = None) -> None:
+    def __init__(
+        self, folder: Path, max_upload_bytes: int, directory: Path | None = None, syncer: _Syncer | None = None
+    ) -> None:
         self.folder = folder
         self.dir = directory or Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=folder))
         self.files: dict[str, Path] = {}  # final path relative to the dataset -> staged file
         self.dirs: set[str] = set()
         self.received = 0
         self.max_upload_bytes = max_upload_bytes
+        self.syncer = syncer or _Syncer()
 
     def new_temp(self) -> Path:
         """A fresh empty file in the staging folder."""
@@ -298,9 +344,11 @@ class _Staging:
         if previous is not None:
             previous.unlink(missing_ok=True)
         self.files[rel] = staged
+        self.syncer.start(staged)
 
     def commit(self) -> None:
-        """Move every staged file to its final place, each by an atomic rename."""
+        """Move every staged file to its final place, each by an atomic rename once all are on disk."""
+        self.syncer.wait()
         for rel in sorted(self.dirs):
             (self.folder / rel).mkdir(parents=True, exist_ok=True)
         for rel, staged in self.files.items():
@@ -310,7 +358,7 @@ class _Staging:
 
     def branch(self) -> _Staging:
         """An empty staging set in the same folder, merged into this one only if it succeeds."""
-        return _Staging(self.folder, self.max_upload_bytes, self.dir)
+        return _Staging(self.folder, self.max_upload_bytes, self.dir, self.syncer)
 
     def merge(self, other: _Staging) -> None:
         """Take over another set's staged files and folders."""
@@ -327,10 +375,11 @@ class _Staging:
 
     def discard(self) -> None:
         """Remove the staging folder and whatever is still in it."""
+        self.syncer.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def decode_base64_files(files: list[dict[str, Any]]) -> Iterable[tuple[str, BinaryIO | None]]:
+def decode_base64_files(files: list[dict[str, Any]]) -> Iterable[tuple[str, Readable | None]]:
     """Decode each base64 file lazily, so only one decoded file is in memory at a time."""
     for item in files:
         content: str = item["content"]
@@ -345,7 +394,7 @@ def decode_base64_files(files: list[dict[str, Any]]) -> Iterable[tuple[str, Bina
         yield item["filename"], io.BytesIO(data)
 
 
-def _copy(stream: BinaryIO, temp: Path, max_bytes: int, staging: _Staging) -> tuple[bytes, int | None]:
+def _copy(stream: Readable, temp: Path, max_bytes: int, staging: _Staging) -> tuple[bytes, int | None]:
     """Copy a stream into temp in chunks; return its first bytes and size, or None as size when over max_bytes."""
     head = b""
     size = 0
@@ -360,8 +409,6 @@ def _copy(stream: BinaryIO, temp: Path, max_bytes: int, staging: _Staging) -> tu
             if len(head) < _HEAD:
                 head += block[: _HEAD - len(head)]
             sink.write(block)
-        sink.flush()
-        os.fsync(sink.fileno())
     return head, size
 
 

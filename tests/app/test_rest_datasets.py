@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import socket
 import stat
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +16,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from core.settings import Settings
-from tests.helpers import make_settings, running_app
+from tests.helpers import LiveServer, make_settings, running_app
 
 
 def png(color: tuple[int, int, int] = (10, 20, 30), size: int = 16) -> bytes:
@@ -208,3 +210,81 @@ def test_upload_without_files_is_422(client: TestClient) -> None:
     assert response.status_code == 422 and response.json()["field"] == "files"
     response = client.post("/datasets/empty/files", json={"files": []})
     assert response.status_code == 422 and response.json()["field"] == "files"
+
+
+def staging_debris(settings: Settings) -> list[Path]:
+    return list((Path(settings.workspace).resolve() / "training_data").rglob(".lorapod-staging-*"))
+
+
+def test_many_files_and_fields_in_one_body(client: TestClient, settings: Settings) -> None:
+    photos = {f"p{i}.png": png((i, 2 * i, 3 * i), size=64) for i in range(30)}
+    files = [("files", (name, data)) for name, data in photos.items()] + [("other", ("x.png", png()))]
+    response = client.post("/datasets/many/files", files=files, data={"note": "not a file", "files": "nor this"})
+    assert response.status_code == 200, response.text
+    assert sorted(response.json()["saved"]) == sorted(photos)
+    for name, data in photos.items():
+        assert (folder(settings, "many") / name).read_bytes() == data
+    assert not (folder(settings, "many") / "x.png").exists()  # another field's file is not the dataset's
+
+
+def test_a_fresh_dataset_over_the_limit_mid_stream_leaves_nothing(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, max_upload_bytes=3_000_000)
+    server = LiveServer(settings).start()
+    try:
+        request = httpx.Request(
+            "POST",
+            "http://x/",
+            files=[("files", ("ok.png", png() + bytes(2_000_000))), ("files", ("huge.png", png() + bytes(2_000_000)))],
+        )
+        data = request.read()
+        chunks = (data[start : start + 65536] for start in range(0, len(data), 65536))  # no Content-Length
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            response = client.post(
+                "/datasets/fresh/files", content=chunks, headers={"content-type": request.headers["content-type"]}
+            )
+            assert response.status_code == 413
+            assert not folder(settings, "fresh").exists()
+            assert client.get("/datasets").json()["data"] == []
+    finally:
+        server.stop()
+
+
+def test_a_body_cut_off_before_its_end_is_400_and_keeps_nothing(client: TestClient, settings: Settings) -> None:
+    request = httpx.Request("POST", "http://x/", files=[("files", ("a.png", png())), ("files", ("b.png", png()))])
+    cut = request.read()[:-40]
+    response = client.post(
+        "/datasets/cut/files", content=cut, headers={"content-type": request.headers["content-type"]}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "Invalid multipart data."
+    assert not folder(settings, "cut").exists()
+
+
+def test_names_that_climb_or_hide_stay_inside_the_dataset(client: TestClient, settings: Settings) -> None:
+    response = upload(
+        client, "names", [("../../escape.png", png()), (".hidden.png", png()), ("..", png()), ("   ", png())]
+    )
+    assert response.status_code == 200, response.text
+    summary = response.json()
+    assert summary["saved"] == ["escape.png"]
+    assert len(summary["skipped"]) == 3
+    assert not (Path(settings.workspace).resolve() / "escape.png").exists()
+    assert (folder(settings, "names") / "escape.png").read_bytes() == png()
+
+
+def test_a_client_that_goes_away_mid_upload_leaves_nothing(live_server: LiveServer, settings: Settings) -> None:
+    prefix = b'--B\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n\r\n' + png()
+    with socket.create_connection(("127.0.0.1", live_server.port)) as sock:
+        sock.sendall(
+            b"POST /datasets/gone/files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=B\r\n"
+            b"Content-Length: 50000000\r\n\r\n" + prefix + bytes(2_000_000)
+        )
+        deadline = time.monotonic() + 20
+        while not staging_debris(settings):  # the file is being written into staging now
+            assert time.monotonic() < deadline, "the upload never reached staging"
+            time.sleep(0.02)
+    deadline = time.monotonic() + 20
+    while folder(settings, "gone").exists():
+        assert time.monotonic() < deadline, f"left behind: {list(folder(settings, 'gone').rglob('*'))}"
+        time.sleep(0.02)
+    assert staging_debris(settings) == []

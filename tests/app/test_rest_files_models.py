@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from app.routes.files import DOWNLOAD_CHUNK_BYTES
 from core.settings import Settings
 
 
@@ -153,3 +154,16 @@ def test_models_lists_loras_and_base_models(client: TestClient, settings: Settin
 
 def test_models_on_an_empty_workspace(client: TestClient) -> None:
     assert client.get("/models").json() == {"loras": [], "base_models": []}
+
+
+def test_a_file_of_many_read_chunks_downloads_byte_identical(client: TestClient, workspace: Path) -> None:
+    data = os.urandom(3 * DOWNLOAD_CHUNK_BYTES + 123)
+    (workspace / "output" / "big.safetensors").write_bytes(data)
+    whole = client.get("/files/output/big.safetensors")
+    assert whole.status_code == 200 and whole.content == data
+    start, end = DOWNLOAD_CHUNK_BYTES - 5, 2 * DOWNLOAD_CHUNK_BYTES + 5  # a range across two read chunks
+    part = client.get("/files/output/big.safetensors", headers={"Range": f"bytes={start}-{end}"})
+    assert part.status_code == 206 and part.content == data[start : end + 1]
+    ranges = client.get("/files/output/big.safetensors", headers={"Range": f"bytes=0-9,{end}-{end + 9}"})
+    assert ranges.status_code == 206
+    assert data[:10] in ranges.content and data[end : end + 10] in ranges.content

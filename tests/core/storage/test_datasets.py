@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import stat
 import zipfile
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+import core.storage.uploads as uploads
 from core.errors import InvalidInput, NotFound, PathEscape, TooLarge
 from core.storage.datasets import DatasetStore
 from core.storage.media import detect_image_type
@@ -486,3 +488,30 @@ def test_summary_to_dict_is_json_ready(store: DatasetStore) -> None:
     assert data["dataset"] == "cats"
     assert data["saved"] == ["a.png"]
     assert data["images_without_caption"] == ["a.png"]
+
+
+def test_every_published_file_is_on_disk_before_any_is_renamed_into_place(
+    store: DatasetStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[tuple[str, str]] = []
+    fsync, replace = uploads._fsync, os.replace
+
+    def recording_fsync(path: Path) -> None:
+        fsync(path)
+        events.append(("fsync", str(path)))
+
+    def recording_replace(source: str | Path, target: str | Path) -> None:
+        events.append(("replace", str(source)))
+        replace(source, target)
+
+    monkeypatch.setattr(uploads, "_fsync", recording_fsync)
+    monkeypatch.setattr(uploads.os, "replace", recording_replace)
+    archive = zip_bytes({"set/x.png": PNG, "set/x.txt": b"caption"})
+    files = [("a.png", io.BytesIO(PNG)), ("a.png", io.BytesIO(JPEG)), ("bundle.zip", io.BytesIO(archive))]
+    summary = store.save_files("synced", files)
+    assert sorted(summary.saved) == ["a.jpg", "a.png", "set/x.png", "set/x.txt"]
+    renamed = [path for kind, path in events if kind == "replace"]
+    assert len(renamed) == 4
+    first_rename = events.index(("replace", renamed[0]))
+    synced_before = {path for kind, path in events[:first_rename] if kind == "fsync"}
+    assert set(renamed) <= synced_before
