@@ -15,6 +15,7 @@ import os
 import sqlite3
 import sys
 import tempfile
+import time
 import urllib.request
 from pathlib import Path
 
@@ -100,6 +101,16 @@ def fetch(url: str, headers: dict[str, str]) -> bytes:
         return bytes(answer.read())
 
 
+def settled(base_url: str, timeout: float = 120.0) -> None:
+    """Wait for the start-up check of the generation environment (a subprocess importing torch, seconds of CPU
+    a deployed pod spends once) to finish, so it does not run during the first round."""
+    deadline = time.monotonic() + timeout
+    while json.loads(fetch(f"{base_url}/health/ready", {}))["checks"].get("generation") is None:
+        if time.monotonic() > deadline:
+            raise SystemExit("the generation check did not finish")
+        time.sleep(0.2)
+
+
 def main(argv: list[str]) -> int:
     """Seed, serve both, drive both with wrk, report the ratios."""
     quick = "--quick" in argv
@@ -121,6 +132,7 @@ def main(argv: list[str]) -> int:
             server(lorapod_cmd, port=lorapod_port, probe="/health/live", env=lorapod_env(workspace)),
             server(anchor_cmd, port=anchor_port, probe="/jobs/none", env={"ANCHOR_DB": str(anchor_db)}),
         ):
+            settled(f"http://127.0.0.1:{lorapod_port}")
             body = json.loads(fetch(lorapod_url, auth))
             if body["status"] != JobStatus.completed or not body["artifacts"]:
                 raise SystemExit(f"lorapod does not show the finished training: {body}")
