@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hmac
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException
+from starlette.requests import HTTPConnection
 
 from core.settings import Settings
 
 
-def check_bearer(request: Request, settings: Settings) -> None:
+def check_bearer(request: HTTPConnection, settings: Settings) -> None:
     """Raise 401 unless the request carries the configured key (compared in constant time)."""
     if settings.api_key is None:
         return

@@ -86,7 +86,7 @@ def rename_fields(**names: str) -> Any:
     """A router dependency: a core error naming a contract field (`process_id`) names the route's own
     path parameter instead (`job_id`), when the route has one of that name."""
 
-    def _field_names(request: Request) -> None:
+    async def _field_names(request: Request) -> None:  # a coroutine: no thread hop (see app/deps.py)
         request.state.field_names = names
 
     return Depends(_field_names)

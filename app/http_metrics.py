@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import time
 
+from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from core.metrics import ServiceMetrics
 
 
 class HttpMetricsMiddleware:
@@ -12,6 +15,8 @@ class HttpMetricsMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._metrics: ServiceMetrics | None = None
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the request on, noting its status and duration on the app's job service metrics."""
@@ -34,6 +39,20 @@ class HttpMetricsMiddleware:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             service = getattr(scope["app"].state, "service", None)
             if service is not None:
-                method = scope["method"]
-                service.metrics.http_requests.labels(method, route, str(status)).inc()
-                service.metrics.http_latency.labels(method, route).observe(time.perf_counter() - began)
+                count, latency = self._series(service.metrics, scope["method"], route, status)
+                count.inc()
+                latency.observe(time.perf_counter() - began)
+
+    def _series(self, metrics: ServiceMetrics, method: str, route: str, status: int) -> tuple[Counter, Histogram]:
+        # labels() takes a lock and builds its key on every call; the series of a route are looked up once.
+        if metrics is not self._metrics:  # a new service (the app was started again)
+            self._metrics, self._children = metrics, {}
+        key = (method, route, status)
+        series = self._children.get(key)
+        if series is None:
+            series = (
+                metrics.http_requests.labels(method, route, str(status)),
+                metrics.http_latency.labels(method, route),
+            )
+            self._children[key] = series
+        return series

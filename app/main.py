@@ -25,6 +25,7 @@ from app.routes import (
     model_catalog,
     runpod,
 )
+from app.routes.job_views import JobBodies
 from app.shutdown import install_drain
 from core import __version__
 from core.jobs.service import JobService
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None, *, warn_without_key: bool = Tru
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service = JobService(settings)
         app.state.service = service
+        app.state.job_bodies = JobBodies()
         install_drain(app)
         if settings.api_key is None and warn_without_key:
             log.warning("LORAPOD_API_KEY is not set: the API has no authentication; keep it on 127.0.0.1")

@@ -13,12 +13,14 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from core.jobs.rows import Job, JobStatus, JobType, utcnow
 from core.settings import Settings
 from core.training.params import TrainParams
 
@@ -234,3 +236,88 @@ class WebhookReceiver:
                 raise AssertionError(f"webhook messages never matched; got {len(self.messages())}")
             time.sleep(0.02)
         return self.messages()
+
+
+def jobs_in_every_state() -> list[Job]:
+    """Jobs as the table holds them in each status: progress, artifacts (one with a key beyond the documented ones),
+    errors, a webhook, captioning, resume links, non-ASCII text and floats that JSON encoders write differently."""
+    began = utcnow() - timedelta(minutes=5)
+    checkpoint = {"name": "café_000000050.safetensors", "kind": "checkpoint", "path": "output/a/c.safetensors"}
+    return [
+        Job(
+            id="train_00000000000a",
+            type=JobType.train,
+            status=JobStatus.queued,
+            name="queued",
+            dataset="faces",
+            params={"steps": 100, "learning_rate": 1e-05},
+            config={"warnings": ["rank lowered to 16"]},
+        ),
+        Job(
+            id="train_00000000000b",
+            type=JobType.train,
+            status=JobStatus.running,
+            name="running",
+            gpu="0",
+            worker_id="pod-1",
+            started_at=began,
+            step=40,
+            total_steps=100,
+            loss=0.123456789,
+            rate=1.5,
+            eta_seconds=40.0,
+            info="Saving model",
+            lease_expires_at=began + timedelta(hours=1),
+            config={"phase": "training", "captioning": {"model": "tiny", "images": 2, "written": 2}},
+        ),
+        Job(
+            id="train_00000000000c",
+            type=JobType.train,
+            status=JobStatus.completed,
+            name='café ✓ "quoted"',
+            started_at=began,
+            finished_at=began + timedelta(seconds=90),
+            step=100,
+            total_steps=100,
+            exit_code=0,
+            output_dir="output/train_00000000000c",
+            log_path="logs/train_00000000000c.log",
+            artifacts=[
+                {**checkpoint, "size": 19764928, "step": 50, "modified": "2025-01-01T12:02:12+00:00"},
+                {"name": "samples/1 a b.jpg", "kind": "sample", "path": "output/a/s.jpg", "size": 1, "sha256": "ab"},
+                {"name": "final.safetensors", "kind": "lora", "path": "output/a/f.safetensors", "size": 3},
+            ],
+        ),
+        Job(
+            id="gen_00000000000d",
+            type=JobType.generate,
+            status=JobStatus.failed,
+            name="gen",
+            exit_code=3,
+            error="the worker died\nTraceback: ...",
+            finished_at=began,
+            webhook={
+                "url": "https://example.com/hook",
+                "progress": True,
+                "state": "failed",
+                "attempts": [{"event": "job.failed", "attempt": 1, "status_code": 500}],
+            },
+        ),
+        Job(
+            id="cap_00000000000e",
+            type=JobType.caption,
+            status=JobStatus.cancelled,
+            name="cap",
+            cancel_requested=True,
+            config={"captioning": {"model": "tiny", "images": 3, "written": 1, "skipped": 0, "unreadable": 0}},
+        ),
+        Job(
+            id="train_00000000000f",
+            type=JobType.train,
+            status=JobStatus.failed,
+            name="resumable",
+            resumed_from="train_000000000001",
+            retried_from="train_000000000002",
+            artifacts=[{**checkpoint, "size": 5, "step": 50}, {**checkpoint, "name": "b", "size": 5, "step": 75}],
+        ),
+    ]

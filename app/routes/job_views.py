@@ -6,9 +6,12 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import Path, Request
+from pydantic import TypeAdapter
 
+from app.schemas.jobs import Job as JobOut
 from core.contract.views import job_view
 from core.jobs.rows import Job
+from core.jobs.store import JobStore
 
 JobId = Annotated[str, Path(min_length=1, max_length=64, description="The job's id, e.g. `train_ab12cd34ef56`.")]
 
@@ -41,6 +44,37 @@ def job_out(job: Job, prefix: str = "") -> dict[str, Any]:
     view["artifacts"] = [artifact_out(job, a, prefix) for a in job.artifacts]
     view["links"] = job_links(job.id, prefix)
     return view
+
+
+_JOB_OUT = TypeAdapter(JobOut)
+
+
+def job_json(view: dict[str, Any]) -> bytes:
+    """A job view as the JSON FastAPI writes for a `response_model=JobOut` route: validated, then dumped."""
+    return _JOB_OUT.dump_json(_JOB_OUT.validate_python(view, from_attributes=True), by_alias=True)
+
+
+class JobBodies:
+    """The JSON of `GET /jobs/{job_id}` by job, encoded again only when the job's row has changed.
+
+    The body is a function of the row (and the URL prefix) alone, and every request reads the row first: a body
+    is reused only for a row equal in every column to the one it was made from, so any pod's write shows at once.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._entries: dict[tuple[str, str], tuple[tuple[Any, ...], bytes]] = {}
+
+    def body(self, store: JobStore, job_id: str, row: tuple[Any, ...], prefix: str) -> bytes:
+        """The job's JSON for the row just read."""
+        key = (job_id, prefix)
+        entry = self._entries.pop(key, None)
+        if entry is None or entry[0] != row:
+            entry = (row, job_json(job_out(store.job_from_row(row), prefix)))
+        self._entries[key] = entry  # newest last, so the first entry is the one to drop
+        if len(self._entries) > self.size:
+            del self._entries[next(iter(self._entries))]
+        return entry[1]
 
 
 def url_prefix(request: Request) -> str:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, update
+from sqlalchemy import bindparam, or_, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, SQLModel, col, func, select
 
 from core.db import announce, is_postgres, rows_changed, session_scope
 from core.errors import InvalidInput, NotFound
@@ -32,6 +34,13 @@ class JobStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        table = SQLModel.metadata.tables[Job.__tablename__]
+        point_read = table.select().where(table.c.id == bindparam("job_id"))
+        self._point_read = str(point_read.compile(dialect=engine.dialect))
+        self._columns = list(table.columns)
+        self._converters: list[Callable[[Any], Any] | None] | None = None
+        # SQLite: each thread keeps one connection of its own for point reads (see read_row).
+        self._local = threading.local()
 
     def insert(self, job: Job) -> Job:
         """Insert a new job; with an idempotency key already used, return that job instead."""
@@ -64,6 +73,63 @@ class JobStore:
         """One job by id, or None."""
         with Session(self.engine) as session:
             return session.get(Job, job_id)
+
+    async def read_row(self, job_id: str) -> tuple[Any, ...] | None:
+        """One job's row as the database driver gives it, without an ORM session: a status poll's point read.
+
+        On SQLite it runs on the calling (event-loop) thread: a primary-key read in WAL mode takes microseconds
+        and does not wait for writers. A server database is a round trip away, so there it runs in a thread."""
+        if self.engine.dialect.name == "sqlite":
+            return self._read_row(self._own_connection(), job_id)
+        return await asyncio.to_thread(self._read_pooled, job_id)
+
+    def job_from_row(self, row: tuple[Any, ...]) -> Job:
+        """The job a read_row row holds, its values converted by the dialect as the ORM converts them.
+
+        A plain, read-only record for views: it belongs to no session."""
+        assert self._converters is not None, "job_from_row takes rows read by read_row"
+        values = {
+            column.key: value if convert is None else convert(value)
+            for column, convert, value in zip(self._columns, self._converters, row, strict=True)
+        }
+        return Job.model_construct(**values)
+
+    def _own_connection(self) -> Any:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            # Detached from the pool: this thread's status reads never wait for (or hold) a pooled connection.
+            connection = self.engine.raw_connection()
+            connection.detach()
+            self._local.connection = connection
+        return connection
+
+    def _read_pooled(self, job_id: str) -> tuple[Any, ...] | None:
+        connection = self.engine.raw_connection()
+        try:
+            return self._read_row(connection, job_id)
+        finally:
+            connection.close()
+
+    def _read_row(self, connection: Any, job_id: str) -> tuple[Any, ...] | None:
+        params = (job_id,) if self.engine.dialect.positional else {"job_id": job_id}
+        cursor = connection.cursor()
+        try:
+            cursor.execute(self._point_read, params)
+            # fetchall runs the statement to its end, so SQLite ends the read (a pending one would pin the WAL).
+            rows = cursor.fetchall()
+            if self._converters is None:
+                self._converters = self._converters_for(cursor.description)
+        finally:
+            cursor.close()
+        return tuple(rows[0]) if rows else None
+
+    def _converters_for(self, description: Sequence[Sequence[Any]]) -> list[Callable[[Any], Any] | None]:
+        # The same result processors the ORM applies (SQLite's datetimes are text, its JSON columns strings).
+        dialect = self.engine.dialect
+        return [
+            column.type.dialect_impl(dialect).result_processor(dialect, entry[1])
+            for column, entry in zip(self._columns, description, strict=True)
+        ]
 
     def update(self, job_id: str, **fields: Any) -> None:
         """Set fields on one job (and its updated_at)."""

@@ -18,6 +18,7 @@ from core.errors import InvalidInput
 from core.jobs.leases import WORKER_LOST, LeaseKeeper
 from core.jobs.rows import Job, JobStatus, JobType, utcnow
 from core.jobs.store import JobStore
+from tests.helpers import jobs_in_every_state
 
 
 @pytest.fixture
@@ -180,3 +181,31 @@ def test_pages_follow_cursors_and_refuse_a_cursor_without_a_time_zone(store: Job
     )
     with pytest.raises(InvalidInput, match="is not a cursor this server returned"):
         store.page(limit=2, cursor=naive.decode())
+
+
+# ----- the status poll's point read
+
+
+async def test_read_row_gives_the_job_the_orm_gives(store: JobStore) -> None:
+    for job in jobs_in_every_state():
+        store.insert(job)
+    for job in jobs_in_every_state():
+        row = await store.read_row(job.id)
+        assert row is not None
+        assert store.job_from_row(row).model_dump() == store.get(job.id).model_dump()
+    assert await store.read_row("train_000000000999") is None
+
+
+async def test_read_row_sees_another_pods_write_at_once(engine: Engine, store: JobStore) -> None:
+    job = store.insert(jobs_in_every_state()[1])
+    before = await store.read_row(job.id)
+    other_pod = JobStore(make_engine(engine.url.render_as_string(hide_password=False)))
+    try:
+        other_pod.update(job.id, step=41, loss=0.1)
+        after = await store.read_row(job.id)
+        assert after is not None and after != before
+        assert (store.job_from_row(after).step, store.job_from_row(after).loss) == (41, 0.1)
+        other_pod.delete(job.id)
+        assert await store.read_row(job.id) is None
+    finally:
+        other_pod.engine.dispose()
