@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -82,21 +82,16 @@ def install_error_schema(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def rename_fields(**names: str) -> Any:
-    """A router dependency: a core error naming a contract field (`process_id`) names the route's own
-    path parameter instead (`job_id`), when the route has one of that name."""
-
-    async def _field_names(request: Request) -> None:  # a coroutine: no thread hop (see app/deps.py)
-        request.state.field_names = names
-
-    return Depends(_field_names)
+# The contract's field names and the REST path parameters that carry the same value: a core error about
+# `process_id` on /jobs/{job_id} names `job_id`, one about `training_name` on /datasets/{name} names `name`.
+# One table rather than a per-router dependency, which every request of those routers would pay for.
+PATH_PARAMETER_OF = {"process_id": "job_id", "training_name": "name"}
 
 
 def _rest_error(request: Request, exc: LorapodError) -> dict[str, str]:
     """The error's body, with contract field names mapped to the route's parameter names."""
     body = exc.to_dict()
-    names: dict[str, str] = getattr(request.state, "field_names", {})
-    renamed = names.get(exc.field or "")
+    renamed = PATH_PARAMETER_OF.get(exc.field or "")
     # Only path parameters are renamed: a body field of the same name is the caller's own word.
     if exc.field and renamed and renamed in request.path_params:
         body["field"] = renamed

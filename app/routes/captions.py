@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import body_limited_route
-from app.errors import error_responses, rename_fields
+from app.errors import error_responses
 from app.schemas.captions import CaptionedImage, CaptionPage
 from core.jobs.service import JobService
 from core.storage.captions import MAX_PAGE, MAX_THUMBNAIL, MIN_THUMBNAIL, CaptionStore
@@ -20,7 +20,6 @@ from gpu.caption_protocol import MAX_CAPTION_CHARS
 router = APIRouter(
     tags=["datasets"],
     route_class=body_limited_route(lambda _s: MAX_CAPTION_CHARS * 6 + 1024, field="caption"),
-    dependencies=[rename_fields(training_name="name")],
 )
 
 DatasetName = Annotated[

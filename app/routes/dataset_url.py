@@ -9,11 +9,11 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.deps import ServiceDep
-from app.errors import error_responses, rename_fields
+from app.errors import error_responses
 from app.routes.datasets import DatasetName
 from app.schemas.datasets import UploadSummary
 
-router = APIRouter(tags=["datasets"], dependencies=[rename_fields(training_name="name")])
+router = APIRouter(tags=["datasets"])
 
 
 class DatasetUrlBody(BaseModel):

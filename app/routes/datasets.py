@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import DatasetsDep, body_limited_route
-from app.errors import error_responses, rename_fields
+from app.errors import error_responses
 from app.multipart import FileParts, body_puller, is_multipart
 from app.schemas.datasets import Dataset, DatasetList, UploadSummary
 from core.errors import InvalidInput
@@ -19,7 +19,6 @@ from core.storage.datasets import DatasetStore
 router = APIRouter(
     tags=["datasets"],
     route_class=body_limited_route(lambda s: s.max_upload_bytes, field="files"),
-    dependencies=[rename_fields(training_name="name")],
 )
 
 DatasetName = Annotated[

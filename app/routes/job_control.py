@@ -7,12 +7,12 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from app.deps import ServiceDep
-from app.errors import error_responses, rename_fields
+from app.errors import error_responses
 from app.routes.job_views import JobId, job_out, url_prefix
 from app.routes.jobs import IdempotencyKey
 from app.schemas.jobs import Job
 
-router = APIRouter(tags=["jobs"], dependencies=[rename_fields(process_id="job_id")])
+router = APIRouter(tags=["jobs"])
 
 
 @router.post(

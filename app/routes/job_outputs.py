@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, StreamingResponse
 
 from app.deps import ServiceDep
-from app.errors import error_responses, rename_fields
+from app.errors import error_responses
 from app.routes.files import DOWNLOAD_RESPONSES, file_response
 from app.routes.job_views import JobId, artifact_out, job_out, url_prefix
 from app.schemas.jobs import ArtifactList, LossHistory
@@ -18,7 +18,7 @@ from core.errors import NotFound
 from core.jobs.metrics_history import MetricsStore, metrics_view
 from core.storage.logs import MAX_TAIL_LINES, read_log
 
-router = APIRouter(tags=["jobs"], dependencies=[rename_fields(process_id="job_id")])
+router = APIRouter(tags=["jobs"])
 
 
 @router.get(

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from app.deps import ServiceDep, body_limited_route, limit_body
-from app.errors import error_responses, rename_fields
+from app.errors import error_responses
 from app.routes.job_views import JobBodies, JobId, job_json, job_out, url_prefix
 from app.schemas.jobs import Job as JobOut
 from app.schemas.jobs import JobPage
@@ -24,7 +24,6 @@ from core.jobs.service import JobService
 router = APIRouter(
     tags=["jobs"],
     route_class=body_limited_route(lambda s: s.payload_limit_run_bytes),
-    dependencies=[rename_fields(process_id="job_id")],
 )
 
 IdempotencyKey = Annotated[
