@@ -67,10 +67,6 @@ class GroupCommit:
             self._flusher = asyncio.create_task(self._flush(), name="lorapod-calls-group-commit")
         return future
 
-    def close(self) -> None:
-        """Stop the writer thread once the writes already handed to it are done."""
-        self._executor.shutdown(wait=False)
-
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()
         while self._queue:
