@@ -9,10 +9,11 @@ from collections import deque
 from functools import partial
 from typing import Any
 
-from app.calls.store import Call, CallStatus, CallStore
+from app.calls.store import Call, CallStatus, CallStore, call_view, outcome, timed_out_error
 from app.calls.webhooks import CallWebhooks
-from core.contract.dispatcher import dispatch
+from core.contract.dispatcher import dispatch, is_instant
 from core.errors import Conflict, NotFound
+from core.jobs.rows import utcnow
 from core.jobs.service import JobService
 
 log = logging.getLogger("lorapod.runpod")
@@ -44,7 +45,7 @@ class CallRunner:
         if failed:
             log.warning("%d RunPod-style calls were unfinished when the server stopped: marked FAILED", len(failed))
 
-    def submit(
+    async def submit(
         self,
         payload: dict[str, Any],
         *,
@@ -52,10 +53,50 @@ class CallRunner:
         execution_timeout_ms: int | None = None,
         webhook: str | None = None,
     ) -> Call:
-        """Store a new call and start running it in the background (its webhook is told when it ends)."""
-        call = self.store.create(payload, sync=sync, execution_timeout_ms=execution_timeout_ms, webhook=webhook)
+        """Store a new call and start running it in the background (its webhook is told when it ends).
+
+        Returns once the call is committed: an acknowledged call survives the server being killed.
+        """
+        call = self.store.new(payload, sync=sync, execution_timeout_ms=execution_timeout_ms, webhook=webhook)
+        await self.store.add(call)
         self._spawn(call.id, payload, execution_timeout_ms)
         return call
+
+    async def run_sync(
+        self,
+        payload: dict[str, Any],
+        *,
+        wait_seconds: float,
+        execution_timeout_ms: int | None = None,
+        webhook: str | None = None,
+    ) -> dict[str, Any]:
+        """/runsync: the call's final state in the /status shape, or its current one if it outlasts wait_seconds.
+
+        An instant call (health, listings, ...) runs here and now, outside the slots, and is stored once,
+        finished: one write instead of three and a read. It cannot outlast the least wait (1 s) but by a fault,
+        so the wait does not apply to it; its executionTimeout does.
+        """
+        if not is_instant(payload):
+            call = await self.submit(payload, sync=True, execution_timeout_ms=execution_timeout_ms, webhook=webhook)
+            await self.wait(call.id, wait_seconds)
+            return call_view(self.store.get(call.id))
+        created = utcnow()
+        timeout = execution_timeout_ms / 1000 if execution_timeout_ms else None
+        try:
+            ended = outcome(await asyncio.wait_for(dispatch(self.service, payload), timeout))
+        except TimeoutError:
+            ended = CallStatus.TIMED_OUT, None, timed_out_error(execution_timeout_ms)
+        call = self.store.new(
+            payload,
+            sync=True,
+            execution_timeout_ms=execution_timeout_ms,
+            webhook=webhook,
+            created_at=created,
+            ended=ended,
+        )
+        await self.store.add(call)
+        self.webhooks.send(call)
+        return call_view(call)
 
     def retry(self, call_id: str) -> Call:
         """Queue a failed call again with its stored input."""
@@ -113,7 +154,7 @@ class CallRunner:
     async def _run(self, call_id: str, payload: dict[str, Any], execution_timeout_ms: int | None) -> None:
         try:
             async with self._slots:
-                if not self.store.start(call_id):
+                if not await self.store.start(call_id):
                     return  # cancelled or purged while it waited
                 # stop_on_cancel=False: a task is also cancelled when the server shuts down, and that must not
                 # stop trainings; /cancel and the timeout stop the process themselves.
@@ -124,15 +165,15 @@ class CallRunner:
                 try:
                     result = await asyncio.wait_for(running, timeout)
                 except TimeoutError:
-                    if self.store.time_out(call_id):
+                    if await self.store.time_out(call_id, execution_timeout_ms or 0):
                         self._stop_process(self.store.get(call_id))
                     return
-                self.store.finish(call_id, result)
+                await self.store.finish(call_id, result)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("RunPod-style call %s failed", call_id)
-            self.store.fail(call_id, f"internal error: {type(exc).__name__}: {exc}")
+            await self.store.fail(call_id, f"internal error: {type(exc).__name__}: {exc}")
         finally:
             if self.tasks.get(call_id) is asyncio.current_task():
                 del self.tasks[call_id]

@@ -8,16 +8,19 @@ process it started, and its timestamps. A finished call's result is kept for the
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import JSON, Column, DateTime, delete, func, update
-from sqlalchemy.engine import Engine
+from sqlalchemy import JSON, Column, DateTime, Table, case, delete, func, literal, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import configure_mappers
 from sqlmodel import Field, Session, SQLModel, col, select
 
+from app.calls.group_commit import GroupCommit, Insert, log_failure, run_write
 from core.db import rows_changed, session_scope
 from core.errors import Conflict, LorapodError, NotFound
 from core.jobs.requests import job_type_of
@@ -41,6 +44,8 @@ FINAL_STATUSES = frozenset({CallStatus.COMPLETED, CallStatus.FAILED, CallStatus.
 RETRYABLE_STATUSES = (CallStatus.FAILED, CallStatus.TIMED_OUT)
 UNFINISHED_STATUSES = (CallStatus.IN_QUEUE, CallStatus.IN_PROGRESS)
 INTERRUPTED = "the server restarted while this call ran"
+# How often a new call also drops the calls whose results have expired.
+SWEEP_INTERVAL_SECONDS = 1.0
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -79,6 +84,9 @@ class Call(SQLModel, table=True):
     def final(self) -> bool:
         """True once the call can no longer change."""
         return self.status in FINAL_STATUSES
+
+
+CALLS: Table = Call.metadata.tables["calls"]
 
 
 def stored_input(payload: dict[str, Any]) -> dict[str, Any]:
@@ -144,7 +152,11 @@ def call_view(call: Call, *, now: datetime | None = None) -> dict[str, Any]:
 
 
 class CallStore:
-    """The calls table behind the operations the RunPod-compatible routes need."""
+    """The calls table behind the operations the RunPod-compatible routes need.
+
+    The runner's writes (a new call, start, progress, end) go through group commit, off the event loop; the
+    routes' rarer ones (cancel, retry, purge) and reads run where they are called.
+    """
 
     def __init__(
         self,
@@ -155,37 +167,65 @@ class CallStore:
         runsync_retention_seconds: float,
         on_end: Callable[[CallStatus], None] | None = None,
     ) -> None:
+        # Calls made by new() are read through the mapped attributes, which exist once the mappers are configured.
+        configure_mappers()
         self.engine = engine
+        self.writes = GroupCommit(engine)
         self.on_end = on_end  # told each final status as it is reached (the calls counter in /metrics)
         self.worker_id = worker_id
         self.run_retention = timedelta(seconds=run_retention_seconds)
         self.runsync_retention = timedelta(seconds=runsync_retention_seconds)
+        self._next_sweep = 0.0
 
-    def create(
+    def new(
         self,
         payload: dict[str, Any],
         *,
         sync: bool,
         execution_timeout_ms: int | None = None,
         webhook: str | None = None,
+        created_at: datetime | None = None,
+        ended: tuple[CallStatus, Any, str | None] | None = None,
     ) -> Call:
-        """A new call, IN_QUEUE; ids look like the cloud's (`sync-` for /runsync)."""
-        self.delete_expired()
-        call_id = f"sync-{uuid.uuid4()}" if sync else f"{uuid.uuid4()}-u1"
+        """A new call, not stored yet: IN_QUEUE, or already ended (status, output, error) when it ran inline.
+
+        Ids look like the cloud's (`sync-` for /runsync). Built without the ORM's bookkeeping, which costs more
+        than storing it: the result is for add() and reading, not for a session or for changing.
+        """
+        now = utcnow()
+        created_at = created_at or now
         kind = job_type_of(payload) if isinstance(payload, dict) else None
-        call = Call(
-            id=call_id,
+        status, output, error = ended or (CallStatus.IN_QUEUE, None, None)
+        retention = self.runsync_retention if sync else self.run_retention
+        return Call.model_construct(
+            id=f"sync-{uuid.uuid4()}" if sync else f"{uuid.uuid4()}-u1",
             type=kind[:64] if kind else None,
-            status=CallStatus.IN_QUEUE,
+            status=status,
             input=stored_input(payload),
+            output=output,
+            error=error,
+            process_id=None,
             sync=sync,
             execution_timeout_ms=execution_timeout_ms,
             worker_id=self.worker_id,
+            retries=0,
+            created_at=created_at,
+            started_at=created_at if ended else None,
+            completed_at=now if ended else None,
+            expires_at=now + retention if ended else None,
             webhook={"url": webhook, "attempts": []} if webhook else None,
         )
-        with session_scope(self.engine) as session:
-            session.add(call)
-        return call
+
+    async def add(self, call: Call) -> None:
+        """Store a call as it is; returns once committed. A final call counts as ended (the metrics counter)."""
+        if time.monotonic() >= self._next_sweep:
+            # Expired rows are invisible to get() already; dropping them now and then keeps the table small.
+            self._next_sweep = time.monotonic() + SWEEP_INTERVAL_SECONDS
+            self.writes.submit(self._delete_expired).add_done_callback(log_failure)
+        row = {column.name: getattr(call, column.name) for column in CALLS.columns}
+        await self.writes.write(Insert(CALLS, row))
+        if call.final:
+            self._ended(CallStatus(call.status))
 
     def get(self, call_id: str) -> Call:
         """One call; NotFound when it never existed or its result has expired."""
@@ -196,36 +236,39 @@ class CallStore:
             raise NotFound(f"no request with id '{call_id}' (unknown, or its result has expired)", field="id")
         return call
 
-    def start(self, call_id: str) -> bool:
+    async def start(self, call_id: str) -> bool:
         """IN_QUEUE -> IN_PROGRESS; False when the call was cancelled or purged meanwhile."""
-        return self._transition(call_id, UNFINISHED_STATUSES[:1], status=CallStatus.IN_PROGRESS, started_at=utcnow())
+        started = self._transition(call_id, UNFINISHED_STATUSES[:1], status=CallStatus.IN_PROGRESS, started_at=utcnow())
+        return bool(await self.writes.write(started))
 
     def report(self, call_id: str, output: Any, *, process_id: str | None = None) -> None:
-        """Progress while IN_PROGRESS: the latest becomes the output /status shows, as on the cloud."""
+        """Progress while IN_PROGRESS: the latest becomes the output /status shows, as on the cloud (not awaited)."""
         values: dict[str, Any] = {"output": output}
         if process_id:
             values["process_id"] = process_id
-        self._transition(call_id, (CallStatus.IN_PROGRESS,), **values)
+        self.writes.submit(self._transition(call_id, (CallStatus.IN_PROGRESS,), **values)).add_done_callback(
+            log_failure
+        )
 
-    def finish(self, call_id: str, result: dict[str, Any]) -> bool:
+    async def finish(self, call_id: str, result: dict[str, Any]) -> bool:
         """Record the dispatcher's result (COMPLETED or FAILED) unless the call was cancelled meanwhile."""
         status, output, error = outcome(result)
-        return self._end(call_id, (CallStatus.IN_PROGRESS,), status, output=output, error=error)
+        return await self._end_async(call_id, (CallStatus.IN_PROGRESS,), status, output=output, error=error)
 
-    def fail(self, call_id: str, error: str) -> bool:
+    async def fail(self, call_id: str, error: str) -> bool:
         """End an unfinished call as FAILED."""
-        return self._end(call_id, UNFINISHED_STATUSES, CallStatus.FAILED, output=None, error=error)
+        return await self._end_async(call_id, UNFINISHED_STATUSES, CallStatus.FAILED, output=None, error=error)
 
-    def time_out(self, call_id: str) -> bool:
+    async def time_out(self, call_id: str, execution_timeout_ms: int) -> bool:
         """IN_PROGRESS -> TIMED_OUT: the call ran past its execution timeout."""
-        call = self.get(call_id)
-        error = f"the request ran longer than its executionTimeout of {call.execution_timeout_ms} ms"
-        return self._end(call_id, (CallStatus.IN_PROGRESS,), CallStatus.TIMED_OUT, error=error)
+        error = timed_out_error(execution_timeout_ms)
+        return await self._end_async(call_id, (CallStatus.IN_PROGRESS,), CallStatus.TIMED_OUT, error=error)
 
     def cancel(self, call_id: str) -> Call:
         """Cancel a queued or running call; a finished one is returned unchanged."""
         self.get(call_id)
-        self._end(call_id, UNFINISHED_STATUSES, CallStatus.CANCELLED)
+        if run_write(self.engine, self._end(call_id, UNFINISHED_STATUSES, CallStatus.CANCELLED)):
+            self._ended(CallStatus.CANCELLED)
         return self.get(call_id)
 
     def retry(self, call_id: str) -> Call:
@@ -239,23 +282,20 @@ class CallStore:
             raise Conflict(
                 f"request '{call_id}' uploaded files whose contents are not kept; send the upload again", field="id"
             )
-        with session_scope(self.engine) as session:
-            result = session.execute(
-                update(Call)
-                .where(col(Call.id) == call_id, col(Call.status).in_(list(RETRYABLE_STATUSES)))
-                .values(
-                    status=CallStatus.IN_QUEUE,
-                    output=None,
-                    error=None,
-                    process_id=None,
-                    started_at=None,
-                    completed_at=None,
-                    expires_at=None,
-                    worker_id=self.worker_id,
-                    retries=Call.retries + 1,
-                )
-            )
-        if not rows_changed(result):
+        retried = self._transition(
+            call_id,
+            RETRYABLE_STATUSES,
+            status=CallStatus.IN_QUEUE,
+            output=None,
+            error=None,
+            process_id=None,
+            started_at=None,
+            completed_at=None,
+            expires_at=None,
+            worker_id=self.worker_id,
+            retries=CALLS.c.retries + 1,
+        )
+        if not run_write(self.engine, retried):
             raise Conflict(f"request '{call_id}' changed while being retried; try again", field="id")
         return self.get(call_id)
 
@@ -297,32 +337,50 @@ class CallStore:
                 ).all()
             )
         for call_id in ids:
-            self.fail(call_id, INTERRUPTED)
+            if run_write(self.engine, self._end(call_id, UNFINISHED_STATUSES, CallStatus.FAILED, error=INTERRUPTED)):
+                self._ended(CallStatus.FAILED)
         return ids
 
     def delete_expired(self) -> int:
         """Drop calls whose result retention has passed; how many."""
-        with session_scope(self.engine) as session:
-            result = session.execute(
-                delete(Call).where(col(Call.expires_at).is_not(None), col(Call.expires_at) <= utcnow())
-            )
+        return run_write(self.engine, self._delete_expired)
+
+    @staticmethod
+    def _delete_expired(connection: Connection) -> int:
+        result = connection.execute(
+            delete(CALLS).where(CALLS.c.expires_at.is_not(None), CALLS.c.expires_at <= utcnow())
+        )
         return int(rows_changed(result) or 0)
 
-    def _end(self, call_id: str, from_statuses: tuple[CallStatus, ...], status: CallStatus, **values: Any) -> bool:
-        now = utcnow()
-        with Session(self.engine) as session:
-            sync = session.exec(select(Call.sync).where(Call.id == call_id)).first()
-        retention = self.runsync_retention if sync else self.run_retention
-        ended = self._transition(
-            call_id, from_statuses, status=status, completed_at=now, expires_at=now + retention, **values
-        )
-        if ended and self.on_end is not None:
-            self.on_end(status)
+    async def _end_async(
+        self, call_id: str, from_statuses: tuple[CallStatus, ...], status: CallStatus, **values: Any
+    ) -> bool:
+        ended = bool(await self.writes.write(self._end(call_id, from_statuses, status, **values)))
+        if ended:
+            self._ended(status)
         return ended
 
-    def _transition(self, call_id: str, from_statuses: tuple[CallStatus, ...], **values: Any) -> bool:
-        with session_scope(self.engine) as session:
-            result = session.execute(
-                update(Call).where(col(Call.id) == call_id, col(Call.status).in_(list(from_statuses))).values(**values)
-            )
-        return bool(rows_changed(result))
+    def _ended(self, status: CallStatus) -> None:
+        if self.on_end is not None:
+            self.on_end(status)
+
+    def _end(
+        self, call_id: str, from_statuses: tuple[CallStatus, ...], status: CallStatus, **values: Any
+    ) -> Callable[[Connection], int]:
+        now = utcnow()
+        # The retention depends on the call's kind: chosen in the UPDATE itself, with no read before it.
+        expires = case(
+            (CALLS.c.sync, literal(now + self.runsync_retention, DateTime(timezone=True))),
+            else_=literal(now + self.run_retention, DateTime(timezone=True)),
+        )
+        return self._transition(call_id, from_statuses, status=status, completed_at=now, expires_at=expires, **values)
+
+    @staticmethod
+    def _transition(call_id: str, from_statuses: tuple[CallStatus, ...], **values: Any) -> Callable[[Connection], int]:
+        statement = update(CALLS).where(CALLS.c.id == call_id, CALLS.c.status.in_(list(from_statuses))).values(**values)
+        return lambda connection: int(rows_changed(connection.execute(statement)))
+
+
+def timed_out_error(execution_timeout_ms: int | None) -> str:
+    """The error of a call that ran past its policy.executionTimeout."""
+    return f"the request ran longer than its executionTimeout of {execution_timeout_ms} ms"

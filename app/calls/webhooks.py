@@ -48,11 +48,14 @@ class CallWebhooks:
     def announce(self, call_id: str) -> None:
         """Deliver the call's webhook if it has one and has ended (call on the loop)."""
         with contextlib.suppress(NotFound):
-            call = self.store.get(call_id)
-            if call.webhook and call.final:
-                task = asyncio.ensure_future(self._send(call))
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
+            self.send(self.store.get(call_id))
+
+    def send(self, call: Call) -> None:
+        """Deliver the webhook of this call as it is, if it has one and has ended (call on the loop)."""
+        if call.webhook and call.final:
+            task = asyncio.ensure_future(self._send(call))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
 
     async def _send(self, call: Call) -> None:
         key = self.settings.webhook_key()

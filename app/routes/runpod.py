@@ -11,8 +11,10 @@ it (the cloud's 10-minute endpoint default would cut trainings short). `webhook`
 the call ends, its /status body is POSTed there, signed (Standard Webhooks, LORAPOD_WEBHOOK_SECRET) and retried.
 `policy.ttl`, `lowPriority` and `s3Config` are accepted and ignored. Each call runs through the core's one
 dispatcher, exactly as on serverless; calls persist in the `calls` table, so /status keeps answering across
-restarts (a call that was running when the server stopped is FAILED). This module mirrors the HTTP API only;
-it does not import the runpod SDK.
+restarts (a call that was running when the server stopped is FAILED). A call is answered only once its row is
+committed (group commit, off the event loop), so an acknowledged /run survives even `kill -9`. An instant
+/runsync (health, listings: core.contract.dispatcher.INSTANT_TYPES) runs inline, beside the queue's slots, and
+is stored once, finished. This module mirrors the HTTP API only; it does not import the runpod SDK.
 """
 
 from __future__ import annotations
@@ -117,7 +119,7 @@ async def run(request: Request, endpoint_id: EndpointId) -> dict[str, Any]:
     """Queue a call."""
     runner = get_runner(request)
     payload, timeout_ms, webhook = await read_request(request, runner.service.settings.payload_limit_run_bytes)
-    call = runner.submit(payload, sync=False, execution_timeout_ms=timeout_ms, webhook=webhook)
+    call = await runner.submit(payload, sync=False, execution_timeout_ms=timeout_ms, webhook=webhook)
     return {"id": call.id, "status": CallStatus.IN_QUEUE}
 
 
@@ -145,9 +147,9 @@ async def runsync(
     """Run a call and wait for it."""
     runner = get_runner(request)
     payload, timeout_ms, webhook = await read_request(request, runner.service.settings.payload_limit_runsync_bytes)
-    call = runner.submit(payload, sync=True, execution_timeout_ms=timeout_ms, webhook=webhook)
-    await runner.wait(call.id, _runsync_wait_seconds(wait))
-    return call_view(runner.store.get(call.id))
+    return await runner.run_sync(
+        payload, wait_seconds=_runsync_wait_seconds(wait), execution_timeout_ms=timeout_ms, webhook=webhook
+    )
 
 
 @router.get(

@@ -41,8 +41,9 @@ import asyncio
 import errno
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
@@ -88,7 +89,12 @@ SEED_TYPES = (
 # lorapod's extensions of the seed's fourteen: a caption job and caption editing.
 EXTENSION_TYPES = ("caption_dataset", "list_captions", "set_caption")
 CONTRACT_TYPES = SEED_TYPES + EXTENSION_TYPES
+# Answered at once from the database and the workspace: no process to wait on, no network, no large file.
+INSTANT_TYPES = frozenset(
+    {"health", "processes", "process_status", "lora", "list_models", "list_files", "list_captions", "set_caption"}
+)
 ProgressCallback = Callable[[dict[str, Any]], None]
+T = TypeVar("T")
 # Beyond the trainer's own SIGINT-to-SIGKILL grace: time for it to exit and the job to be marked.
 _STOP_SLACK_SECONDS = 30.0
 
@@ -124,6 +130,11 @@ async def dispatch(
         return {"error": f"internal error: {type(exc).__name__}: {exc}"}
 
 
+def is_instant(payload: Any) -> bool:
+    """True for a call of one of the INSTANT_TYPES (a caller may run it inline instead of queueing it)."""
+    return isinstance(payload, dict) and job_type_of(payload) in INSTANT_TYPES
+
+
 def error_sentence(exc: LorapodError) -> str:
     """The error as one sentence that starts with the field at fault when there is one."""
     if exc.field and not exc.message.startswith(exc.field):
@@ -153,7 +164,43 @@ async def _dispatch(
     if model is None:
         raise InvalidInput("type", f"unknown type '{kind[:64]}'; expected one of {expected}")
     data = parse(model, payload)
-    return await asyncio.to_thread(_HANDLERS[kind], service, data)
+    handler = _HANDLERS[kind]
+    if kind == "health":
+        return await _shared_health(service)(lambda: asyncio.to_thread(handler, service, data))
+    return await asyncio.to_thread(handler, service, data)
+
+
+class SharedRun(Generic[T]):
+    """Concurrent awaiters share one run; each joins the first run that starts after its call, so no answer is
+    older than the call that gets it (a run in progress is waited out, not joined)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._running: asyncio.Future[T] | None = None
+        self._next: asyncio.Future[T] | None = None
+
+    async def __call__(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """The result of the next run: of fn when this call queues it, else of the fn of the call that did."""
+        if self._next is None:
+            self._next = asyncio.ensure_future(self._run(self._running, fn))
+        return await asyncio.shield(self._next)
+
+    async def _run(self, previous: asyncio.Future[T] | None, fn: Callable[[], Awaitable[T]]) -> T:
+        if previous is not None and not previous.done():
+            await asyncio.wait({previous})
+        self._running, self._next = self._next, None  # from here on, new callers queue the run after this one
+        return await fn()
+
+
+_HEALTH_RUNS: weakref.WeakKeyDictionary[JobService, SharedRun[dict[str, Any]]] = weakref.WeakKeyDictionary()
+
+
+def _shared_health(service: JobService) -> SharedRun[dict[str, Any]]:
+    # Health calls come in bursts (every client polls it); concurrent ones share one look at the worker.
+    shared = _HEALTH_RUNS.get(service)
+    if shared is None or shared.loop is not asyncio.get_running_loop():
+        shared = _HEALTH_RUNS[service] = SharedRun()
+    return shared
 
 
 # ----- trainings and generations
