@@ -12,6 +12,7 @@ from app.dashboard.routes import install_dashboard
 from app.deps import Authorized
 from app.docs import install_docs
 from app.errors import install_error_handlers
+from app.hot_paths import HotPaths
 from app.http_metrics import HttpMetricsMiddleware
 from app.routes import (
     captions,
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None, *, warn_without_key: bool = Tru
         ],
     )
     install_error_handlers(app)
+    app.add_middleware(HotPaths)  # inside the metrics middleware, so its answers are counted too
     app.add_middleware(HttpMetricsMiddleware)
     install_docs(app)
     app.include_router(health.router)

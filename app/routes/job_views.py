@@ -6,11 +6,13 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import Path, Request
-from pydantic import TypeAdapter
+from starlette.datastructures import State
 
+from app.schemas.encoding import json_encoder
 from app.schemas.jobs import Job as JobOut
 from core.contract.views import job_view
 from core.jobs.rows import Job
+from core.jobs.service import JobService
 from core.jobs.store import JobStore
 
 JobId = Annotated[str, Path(min_length=1, max_length=64, description="The job's id, e.g. `train_ab12cd34ef56`.")]
@@ -46,12 +48,8 @@ def job_out(job: Job, prefix: str = "") -> dict[str, Any]:
     return view
 
 
-_JOB_OUT = TypeAdapter(JobOut)
-
-
-def job_json(view: dict[str, Any]) -> bytes:
-    """A job view as the JSON FastAPI writes for a `response_model=JobOut` route: validated, then dumped."""
-    return _JOB_OUT.dump_json(_JOB_OUT.validate_python(view, from_attributes=True), by_alias=True)
+# A job view as the JSON FastAPI writes for a `response_model=JobOut` route.
+job_json = json_encoder(JobOut)
 
 
 class JobBodies:
@@ -75,6 +73,16 @@ class JobBodies:
         if len(self._entries) > self.size:
             del self._entries[next(iter(self._entries))]
         return entry[1]
+
+
+async def stored_job_body(state: State, job_id: str, prefix: str) -> bytes | None:
+    """The JSON of a job this server's database holds (one point read), or None when it holds no such job."""
+    service: JobService = state.service
+    row = await service.store.read_row(job_id)
+    if row is None:
+        return None
+    bodies: JobBodies = state.job_bodies
+    return bodies.body(service.store, job_id, row, prefix)
 
 
 def url_prefix(request: Request) -> str:

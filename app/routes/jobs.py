@@ -11,7 +11,7 @@ from starlette.datastructures import UploadFile
 
 from app.deps import ServiceDep, body_limited_route, limit_body
 from app.errors import error_responses
-from app.routes.job_views import JobBodies, JobId, job_json, job_out, url_prefix
+from app.routes.job_views import JobId, job_json, job_out, stored_job_body, url_prefix
 from app.schemas.jobs import Job as JobOut
 from app.schemas.jobs import JobPage
 from core.contract.validation import parse
@@ -247,15 +247,15 @@ def list_jobs(
 
 async def get_job(request: Request, job_id: JobId) -> Response:
     """Get a job."""
-    # Clients poll this every second or so: one point read, and the JSON of an unchanged row is not rebuilt.
+    # Clients poll this every second or so: one point read, and the JSON of an unchanged row is not rebuilt
+    # (app/hot_paths.py answers the same way before FastAPI's routing; this route answers what it passes on).
     # The service is taken from the app rather than as a dependency: FastAPI's per-dependency cost shows here.
-    service = cast(JobService, request.app.state.service)
+    state = request.app.state
     prefix = url_prefix(request)
-    row = await service.store.read_row(job_id)
-    if row is None:  # with a bucket, the record of a job another worker ran; else NotFound
+    body = await stored_job_body(state, job_id, prefix)
+    if body is None:  # with a bucket, the record of a job another worker ran; else NotFound
+        service = cast(JobService, state.service)
         body = job_json(job_out(await run_in_threadpool(service.get, job_id), prefix))
-    else:
-        body = cast(JobBodies, request.app.state.job_bodies).body(service.store, job_id, row, prefix)
     return Response(body, media_type="application/json")
 
 

@@ -23,16 +23,19 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
+from starlette.datastructures import State
 
 from app.calls.runner import CallRunner
 from app.calls.store import CallStatus, call_view
 from app.calls.webhooks import checked_webhook
 from app.deps import limit_body
 from app.errors import error_responses
+from app.schemas.encoding import json_encoder
 from app.schemas.runpod import CallAccepted, CallState, CallStream, EndpointHealth, PurgeResult, run_request_body
 from core.contract.validation import MAX_JSON_DEPTH, check_depth
 from core.errors import InvalidInput, LorapodError
 from core.jobs.service import JobService
+from core.settings import Settings
 
 router = APIRouter(prefix="/v2/{endpoint_id}", tags=["runpod"])
 
@@ -43,12 +46,19 @@ MIN_RUNSYNC_WAIT_MS, MAX_RUNSYNC_WAIT_MS = 1_000, 300_000
 # The cloud's bounds for policy.executionTimeout: 5 seconds to 7 days.
 MIN_TIMEOUT_MS, MAX_TIMEOUT_MS = 5_000, 7 * 24 * 3600 * 1000
 
+# A /runsync or /status answer as FastAPI writes it for `response_model=CallState, response_model_exclude_unset`.
+call_json = json_encoder(CallState, exclude_unset=True)
+
 RUN_EXAMPLE = {"input": {"type": "train", "training_name": "my_dataset", "trigger_word": "sks", "steps": 1000}}
 
 
 def get_runner(request: Request) -> CallRunner:
     """The app's call runner, made on first use for the app's current job service."""
-    state = request.app.state
+    return runner_of(request.app.state)
+
+
+def runner_of(state: State) -> CallRunner:
+    """The call runner kept on an app's state, made on first use for the app's current job service."""
     service: JobService = state.service
     runner: CallRunner | None = getattr(state, "runpod_calls", None)
     if runner is None or runner.service is not service:
@@ -60,6 +70,11 @@ def get_runner(request: Request) -> CallRunner:
 async def read_request(request: Request, limit: int) -> tuple[dict[str, Any], int | None, str | None]:
     """The `input`, policy.executionTimeout and webhook of a body capped at limit bytes (413 beyond, 400 if bad)."""
     raw = await limit_body(request, limit, field="input").body()
+    return parse_call_body(raw, request.app.state.service.settings)
+
+
+def parse_call_body(raw: bytes, settings: Settings) -> tuple[dict[str, Any], int | None, str | None]:
+    """The `input`, policy.executionTimeout and webhook of a /run or /runsync body (LorapodError when bad)."""
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -74,7 +89,7 @@ async def read_request(request: Request, limit: int) -> tuple[dict[str, Any], in
         raise LorapodError(
             'input: is required and must be a JSON object, as in {"input": {"type": ...}}', field="input"
         )
-    webhook = checked_webhook(request.app.state.service.settings, body.get("webhook"))
+    webhook = checked_webhook(settings, body.get("webhook"))
     policy = body.get("policy")
     if policy is None:
         return body["input"], None, webhook
@@ -91,7 +106,8 @@ async def read_request(request: Request, limit: int) -> tuple[dict[str, Any], in
     return body["input"], timeout, webhook
 
 
-def _runsync_wait_seconds(wait: int | None) -> float:
+def runsync_wait_seconds(wait: int | None) -> float:
+    """How long /runsync waits for a call, from its `wait` query parameter."""
     # The cloud accepts 1000..300000 ms; values outside are clamped rather than refused.
     ms = DEFAULT_RUNSYNC_WAIT_MS if wait is None else min(max(wait, MIN_RUNSYNC_WAIT_MS), MAX_RUNSYNC_WAIT_MS)
     return ms / 1000
@@ -148,7 +164,7 @@ async def runsync(
     runner = get_runner(request)
     payload, timeout_ms, webhook = await read_request(request, runner.service.settings.payload_limit_runsync_bytes)
     return await runner.run_sync(
-        payload, wait_seconds=_runsync_wait_seconds(wait), execution_timeout_ms=timeout_ms, webhook=webhook
+        payload, wait_seconds=runsync_wait_seconds(wait), execution_timeout_ms=timeout_ms, webhook=webhook
     )
 
 
