@@ -39,8 +39,10 @@ def serve(settings: Settings, host: str | None, port: int | None) -> int:
 
     from app.logging_setup import configure_logging
     from app.main import create_app
+    from app.memory import return_big_buffers_to_os
     from app.shutdown import GracefulServer
 
+    return_big_buffers_to_os()  # before the first big buffer: see there
     configure_logging(settings)
     bind, note = choose_host(settings, host)
     if note:

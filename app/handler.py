@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.logging_setup import hold_root_logger
+from app.memory import return_big_buffers_to_os
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -182,6 +183,7 @@ def prepare(sdk_loaded: threading.Event) -> JobService | None:
 def main() -> None:
     """Start the RunPod worker (or its local test modes)."""
     global _prepared
+    return_big_buffers_to_os()  # download chunks pass through 10 MB buffers; see there
     # The SDK logs whole job inputs and outputs at DEBUG (base64 files, downloaded chunks); INFO unless asked.
     os.environ.setdefault("RUNPOD_LOG_LEVEL", "INFO")
     hold_root_logger()  # the start-up thread configures logging while the SDK's import would configure its own

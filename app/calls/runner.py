@@ -37,7 +37,7 @@ class CallRunner:
             runsync_retention_seconds=settings.result_retention_runsync_seconds,
             on_end=lambda status: service.metrics.calls_finished.labels(status).inc(),
         )
-        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.tasks: dict[str, asyncio.Task[Call | None]] = {}
         self.webhooks = CallWebhooks(self.store, settings)
         self.streams: dict[str, deque[dict[str, Any]]] = {}
         self._slots = asyncio.Semaphore(concurrency)
@@ -59,7 +59,7 @@ class CallRunner:
         """
         call = self.store.new(payload, sync=sync, execution_timeout_ms=execution_timeout_ms, webhook=webhook)
         await self.store.add(call)
-        self._spawn(call.id, payload, execution_timeout_ms)
+        self._spawn(call, payload)
         return call
 
     async def run_sync(
@@ -78,8 +78,11 @@ class CallRunner:
         """
         if not is_instant(payload):
             call = await self.submit(payload, sync=True, execution_timeout_ms=execution_timeout_ms, webhook=webhook)
-            await self.wait(call.id, wait_seconds)
-            return call_view(self.store.get(call.id))
+            run = self.tasks[call.id]
+            await asyncio.wait({run}, timeout=wait_seconds)
+            # A call that ended here is answered from the result in hand: a chunk's 10 MB is not read back.
+            finished = run.result() if run.done() and not run.cancelled() else None
+            return call_view(finished or self.store.get(call.id))
         created = utcnow()
         timeout = execution_timeout_ms / 1000 if execution_timeout_ms else None
         try:
@@ -101,14 +104,8 @@ class CallRunner:
     def retry(self, call_id: str) -> Call:
         """Queue a failed call again with its stored input."""
         call = self.store.retry(call_id)
-        self._spawn(call.id, call.input, call.execution_timeout_ms)
+        self._spawn(call, call.input)
         return call
-
-    async def wait(self, call_id: str, seconds: float) -> None:
-        """Wait until the call's run ends or seconds pass (the run itself is not cancelled)."""
-        task = self.tasks.get(call_id)
-        if task is not None:
-            await asyncio.wait({task}, timeout=seconds)
 
     def cancel(self, call_id: str) -> Call:
         """Cancel a queued or running call and the lorapod process it waits on."""
@@ -146,16 +143,19 @@ class CallRunner:
             with contextlib.suppress(Conflict, NotFound):  # the process ended on its own meanwhile
                 self.service.cancel(call.process_id)
 
-    def _spawn(self, call_id: str, payload: dict[str, Any], execution_timeout_ms: int | None) -> None:
-        self.streams[call_id] = deque(maxlen=STREAM_BACKLOG)
-        run = self._run(call_id, payload, execution_timeout_ms)
-        self.tasks[call_id] = asyncio.create_task(run, name=f"runpod-call-{call_id}")
+    def _spawn(self, call: Call, payload: dict[str, Any]) -> None:
+        self.streams[call.id] = deque(maxlen=STREAM_BACKLOG)
+        self.tasks[call.id] = asyncio.create_task(self._run(call, payload), name=f"runpod-call-{call.id}")
 
-    async def _run(self, call_id: str, payload: dict[str, Any], execution_timeout_ms: int | None) -> None:
+    async def _run(self, call: Call, payload: dict[str, Any]) -> Call | None:
+        """Run a queued call to its end; the call as it ended when it finished (None when it did not)."""
+        call_id, execution_timeout_ms = call.id, call.execution_timeout_ms
+        ended: Call | None = None
         try:
             async with self._slots:
-                if not await self.store.start(call_id):
-                    return  # cancelled or purged while it waited
+                started_at = await self.store.start(call_id)
+                if started_at is None:
+                    return None  # cancelled or purged while it waited
                 # stop_on_cancel=False: a task is also cancelled when the server shuts down, and that must not
                 # stop trainings; /cancel and the timeout stop the process themselves.
                 running = dispatch(
@@ -167,18 +167,24 @@ class CallRunner:
                 except TimeoutError:
                     if await self.store.time_out(call_id, execution_timeout_ms or 0):
                         self._stop_process(self.store.get(call_id))
-                    return
-                await self.store.finish(call_id, result)
+                    return None
+                ended = await self.store.finish(call, result, started_at=started_at)
+                return ended
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("RunPod-style call %s failed", call_id)
             await self.store.fail(call_id, f"internal error: {type(exc).__name__}: {exc}")
+            return None
         finally:
             if self.tasks.get(call_id) is asyncio.current_task():
                 del self.tasks[call_id]
             self._forget_stream_later(call_id)
-            self.webhooks.announce(call_id)
+            if call.webhook:  # only then is the ended call needed; read back when not in hand
+                if ended is not None:
+                    self.webhooks.send(ended)
+                else:
+                    self.webhooks.announce(call_id)
 
     def _progress(self, call_id: str, update: dict[str, Any]) -> None:
         process_id = update.get("process_id")

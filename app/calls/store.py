@@ -236,10 +236,11 @@ class CallStore:
             raise NotFound(f"no request with id '{call_id}' (unknown, or its result has expired)", field="id")
         return call
 
-    async def start(self, call_id: str) -> bool:
-        """IN_QUEUE -> IN_PROGRESS; False when the call was cancelled or purged meanwhile."""
-        started = self._transition(call_id, UNFINISHED_STATUSES[:1], status=CallStatus.IN_PROGRESS, started_at=utcnow())
-        return bool(await self.writes.write(started))
+    async def start(self, call_id: str) -> datetime | None:
+        """IN_QUEUE -> IN_PROGRESS; when it started, or None when the call was cancelled or purged meanwhile."""
+        now = utcnow()
+        started = self._transition(call_id, UNFINISHED_STATUSES[:1], status=CallStatus.IN_PROGRESS, started_at=now)
+        return now if await self.writes.write(started) else None
 
     def report(self, call_id: str, output: Any, *, process_id: str | None = None) -> None:
         """Progress while IN_PROGRESS: the latest becomes the output /status shows, as on the cloud (not awaited)."""
@@ -250,10 +251,24 @@ class CallStore:
             log_failure
         )
 
-    async def finish(self, call_id: str, result: dict[str, Any]) -> bool:
-        """Record the dispatcher's result (COMPLETED or FAILED) unless the call was cancelled meanwhile."""
+    async def finish(self, call: Call, result: dict[str, Any], *, started_at: datetime) -> Call | None:
+        """Record the dispatcher's result (COMPLETED or FAILED) of a call started at started_at.
+
+        Returns the call as /status will show it, built from what is in hand rather than read back (an output
+        may be a 10 MB download chunk; process_id, set by progress, is not in hand), or None when the call was
+        cancelled meanwhile.
+        """
         status, output, error = outcome(result)
-        return await self._end_async(call_id, (CallStatus.IN_PROGRESS,), status, output=output, error=error)
+        now = utcnow()
+        ending = self._end(call.id, (CallStatus.IN_PROGRESS,), status, now=now, output=output, error=error)
+        if not await self.writes.write(ending):
+            return None
+        self._ended(status)
+        retention = self.runsync_retention if call.sync else self.run_retention
+        values = {column.name: getattr(call, column.name) for column in CALLS.columns}
+        values.update(status=status, output=output, error=error, started_at=started_at, completed_at=now)
+        values["expires_at"] = now + retention
+        return Call.model_construct(**values)
 
     async def fail(self, call_id: str, error: str) -> bool:
         """End an unfinished call as FAILED."""
@@ -365,9 +380,14 @@ class CallStore:
             self.on_end(status)
 
     def _end(
-        self, call_id: str, from_statuses: tuple[CallStatus, ...], status: CallStatus, **values: Any
+        self,
+        call_id: str,
+        from_statuses: tuple[CallStatus, ...],
+        status: CallStatus,
+        now: datetime | None = None,
+        **values: Any,
     ) -> Callable[[Connection], int]:
-        now = utcnow()
+        now = now or utcnow()
         # The retention depends on the call's kind: chosen in the UPDATE itself, with no read before it.
         expires = case(
             (CALLS.c.sync, literal(now + self.runsync_retention, DateTime(timezone=True))),

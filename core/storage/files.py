@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import base64
+import binascii
 import fnmatch
 import hashlib
 import os
@@ -226,24 +226,39 @@ def read_chunk(
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise InvalidInput("offset", "must be a non-negative integer")
     want = max_length if length is None else min(length, max_length)
-    with target.open("rb") as handle:
+    with target.open("rb", buffering=0) as handle:
         stat = os.fstat(handle.fileno())
         if offset > stat.st_size:
             raise InvalidInput("offset", f"is past the end of the file ({stat.st_size} bytes)")
-        handle.seek(offset)
-        data = handle.read(want)
+        data = _read_at(handle.fileno(), offset, min(want, stat.st_size - offset))
     end = offset + len(data)
     next_offset = end if end < stat.st_size else None
+    length_read = len(data)
+    # A chunk is up to 7.5 MB: each copy is dropped as soon as the next exists, so at most two are alive at once.
+    encoded = binascii.b2a_base64(data, newline=False)
+    del data
     return Chunk(
         path=workspace.relative(target),
         size=stat.st_size,
         offset=offset,
-        length=len(data),
+        length=length_read,
         next_offset=next_offset,
         done=next_offset is None,
         sha256=_sha_cache.get(target, stat),
-        content_b64=base64.b64encode(data).decode("ascii"),
+        content_b64=encoded.decode("ascii"),
     )
+
+
+def _read_at(fd: int, offset: int, size: int) -> bytearray:
+    """size bytes from offset, read into one buffer of that size (no growing or trimming copies); short at EOF."""
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    filled = 0
+    while filled < size and (got := os.preadv(fd, [view[filled:]], offset + filled)):
+        filled += got
+    view.release()
+    del buffer[filled:]  # the file shrank meanwhile
+    return buffer
 
 
 def max_raw_chunk(payload_limit_bytes: int, *, reserve: int = ENVELOPE_RESERVE) -> int:

@@ -13,7 +13,7 @@ from sqlalchemy import event, select
 from sqlalchemy.engine import Connection, Engine
 
 from app.calls.group_commit import GroupCommit
-from app.calls.store import CALLS, CallStatus, CallStore
+from app.calls.store import CALLS, CallStatus, CallStore, call_view
 from core.contract.dispatcher import SharedRun
 from core.db import make_engine, migrate
 from tests.helpers import LiveServer
@@ -78,10 +78,13 @@ async def test_a_call_runs_its_lifecycle_through_group_commit(engine: Engine) ->
     store.on_end = ended.append
     call = store.new({"type": "lora"}, sync=False)
     await store.add(call)
-    assert await store.start(call.id) and not await store.start(call.id)  # only from IN_QUEUE
+    started_at = await store.start(call.id)
+    assert started_at is not None and await store.start(call.id) is None  # only from IN_QUEUE
     store.report(call.id, {"step": 1}, process_id="train_x")
-    assert await store.finish(call.id, {"loras": []})
+    ended_call = await store.finish(call, {"loras": []}, started_at=started_at)
     stored = store.get(call.id)
+    # The ended call in hand answers as the stored row would, without reading the output back.
+    assert ended_call is not None and call_view(ended_call) == call_view(stored)
     assert (stored.status, stored.output, stored.process_id) == ("COMPLETED", {"loras": []}, "train_x")
     assert stored.expires_at is not None and stored.completed_at is not None
     # /run keeps its result 30 minutes, /runsync 60 s: the UPDATE chose the retention by the row's kind.
