@@ -55,6 +55,7 @@ def serve(settings: Settings, host: str | None, port: int | None) -> int:
         port=port or settings.port,
         log_config=None,  # keep the logging configured above: one format for lorapod's and uvicorn's lines
         log_level=settings.log_level,
+        access_log=settings.access_log,
         timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_seconds)),  # uvicorn takes whole seconds
     )
     # One process only: the scheduler and the running trainers live in it.

@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
         "info", description="Least severity logged (lorapod and uvicorn)."
     )
+    access_log: bool = Field(
+        False,
+        description="One log line per HTTP request (uvicorn's access log). Off by default, as RunPod's own server and "
+        "gunicorn have it: clients poll every second, and /metrics counts and times every route anyway.",
+    )
     shutdown_timeout_seconds: float = Field(
         5.0, gt=0, description="On SIGTERM, how long open requests may take to finish before they are cut."
     )

@@ -98,7 +98,7 @@ def test_sigterm_with_an_open_stream_exits_and_the_trainer_is_adopted(tmp_path: 
     workspace = tmp_path / "ws"
     make_dataset(workspace / "training_data" / "faces", 2)
     # A training long enough to outlive the first server: 400 steps of 0.05 s.
-    server = Served(workspace, FAKE_AITK_STEP_SECONDS="0.05")
+    server = Served(workspace, FAKE_AITK_STEP_SECONDS="0.05", LORAPOD_ACCESS_LOG="1")
     try:
         body = {"type": "train", "training_name": "faces", "base_model": "sd15", "steps": 400, "save_every": 1000}
         job_id = httpx.post(f"{server.url}/jobs", json=body, headers=AUTH, timeout=10).json()["id"]
@@ -145,6 +145,8 @@ def test_sigterm_with_an_open_stream_exits_and_the_trainer_is_adopted(tmp_path: 
             time.sleep(0.1)
         second.process.send_signal(signal.SIGTERM)
         second.process.wait(timeout=10)
+        # Without LORAPOD_ACCESS_LOG the requests above wrote no access lines.
+        assert not [r for r in second.records() if r["logger"] == "uvicorn.access"]
     finally:
         second.kill()
     assert not any(KEY in line or HF in line for line in second.lines)
