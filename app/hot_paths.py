@@ -80,7 +80,7 @@ class HotPaths:
             not 0 < len(endpoint_id) <= MAX_ENDPOINT_ID
             or "/" in endpoint_id
             or scope["query_string"]  # `wait` and friends: the route parses and checks them
-            or not _small_body(scope)
+            or not _small_body(scope, min(MAX_BODY, scope["app"].state.service.settings.payload_limit_runsync_bytes))
             or not _authorized(scope)
         ):
             return receive
@@ -114,10 +114,10 @@ def _authorized(scope: Scope) -> bool:
     return True
 
 
-def _small_body(scope: Scope) -> bool:
+def _small_body(scope: Scope, limit: int) -> bool:
     for name, value in scope["headers"]:
         if name == b"content-length":
-            return value.isdigit() and int(value) <= MAX_BODY
+            return value.isdigit() and int(value) <= limit
     return False  # chunked: the route counts what arrives against its limit
 
 
