@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
 
 from core.settings import Settings
 from tests.helpers import LiveServer, fresh_postgres, make_settings, running_app
@@ -50,6 +51,19 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
         return
     with fresh_postgres() as url:
         yield url
+
+
+@pytest.fixture
+def engine(tmp_path: Path, database_url: str | None) -> Iterator[Engine]:
+    """A migrated database of each supported engine."""
+    from core.db import make_engine, migrate
+
+    engine = make_engine(database_url or f"sqlite:///{tmp_path / 'lorapod.db'}")
+    migrate(engine)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture

@@ -3,31 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import event, select
 from sqlalchemy.engine import Connection, Engine
 
 from app.calls.group_commit import GroupCommit
 from app.calls.store import CALLS, CallStatus, CallStore, call_view
 from core.contract.dispatcher import SharedRun
-from core.db import make_engine, migrate
 from tests.helpers import LiveServer
-
-
-@pytest.fixture
-def engine(tmp_path: Path, database_url: str | None) -> Iterator[Engine]:
-    """A migrated database of each supported engine."""
-    engine = make_engine(database_url or f"sqlite:///{tmp_path / 'lorapod.db'}")
-    migrate(engine)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
 
 
 def store_of(engine: Engine) -> CallStore:

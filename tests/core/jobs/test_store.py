@@ -6,29 +6,17 @@ import base64
 import json
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import Engine
 
-from core.db import make_engine, migrate
+from core.db import make_engine
 from core.errors import InvalidInput
 from core.jobs.leases import WORKER_LOST, LeaseKeeper
 from core.jobs.rows import Job, JobStatus, JobType, utcnow
 from core.jobs.store import JobStore
 from tests.helpers import jobs_in_every_state
-
-
-@pytest.fixture
-def engine(tmp_path: Path, database_url: str | None) -> Iterator[Engine]:
-    engine = make_engine(database_url or f"sqlite:///{tmp_path / 'lorapod.db'}")
-    migrate(engine)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture
