@@ -19,9 +19,10 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth import check_bearer
+from app.calls.responses import call_json
 from app.routes import jobs, runpod
 from app.routes.job_views import stored_job_body
-from app.routes.runpod import call_json, parse_call_body, runner_of, runsync_wait_seconds
+from app.routes.runpod import parse_call_body, runner_of, runsync_wait_seconds
 from core.contract.dispatcher import is_instant
 from core.errors import LorapodError
 

@@ -76,6 +76,11 @@ def arguments(doc: str | None) -> argparse.ArgumentParser:
     return parser
 
 
+def number(value: float) -> str:
+    """Four significant digits, thousands grouped, never in exponent form (12,210 rather than 1.221e+04)."""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
 def format_table(figures: list[Figure]) -> str:
     """The figures as a Markdown table."""
     lines = [
@@ -83,8 +88,8 @@ def format_table(figures: list[Figure]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for f in figures:
-        value = "—" if math.isnan(f.value) else f"{f.value:,.4g} {f.unit}"
-        anchor_value = "" if f.anchor_value is None else f"{f.anchor_value:,.4g} {f.unit}"
+        value = "—" if math.isnan(f.value) else f"{number(f.value)} {f.unit}"
+        anchor_value = "" if f.anchor_value is None else f"{number(f.anchor_value)} {f.unit}"
         ratio = "" if f.ratio is None else f"{f.ratio:.2f}x"
         lines.append(
             f"| {f.id} | {f.name} | {value} | {f.anchor} | {anchor_value} | {ratio} | {f.goal} | "

@@ -22,15 +22,15 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request, Response
 from starlette.datastructures import State
 
+from app.calls.responses import CallResponse
 from app.calls.runner import CallRunner
 from app.calls.store import CallStatus, call_view
 from app.calls.webhooks import checked_webhook
 from app.deps import limit_body
 from app.errors import error_responses
-from app.schemas.encoding import json_encoder
 from app.schemas.runpod import CallAccepted, CallState, CallStream, EndpointHealth, PurgeResult, run_request_body
 from core.contract.validation import MAX_JSON_DEPTH, check_depth
 from core.errors import InvalidInput, LorapodError
@@ -45,9 +45,6 @@ DEFAULT_RUNSYNC_WAIT_MS = 90_000
 MIN_RUNSYNC_WAIT_MS, MAX_RUNSYNC_WAIT_MS = 1_000, 300_000
 # The cloud's bounds for policy.executionTimeout: 5 seconds to 7 days.
 MIN_TIMEOUT_MS, MAX_TIMEOUT_MS = 5_000, 7 * 24 * 3600 * 1000
-
-# A /runsync or /status answer as FastAPI writes it for `response_model=CallState, response_model_exclude_unset`.
-call_json = json_encoder(CallState, exclude_unset=True)
 
 RUN_EXAMPLE = {"input": {"type": "train", "training_name": "my_dataset", "trigger_word": "sks", "steps": 1000}}
 
@@ -159,13 +156,14 @@ async def runsync(
     request: Request,
     endpoint_id: EndpointId,
     wait: Annotated[int | None, Query(description="Milliseconds to wait (1000..300000).")] = None,
-) -> dict[str, Any]:
+) -> Response:
     """Run a call and wait for it."""
     runner = get_runner(request)
     payload, timeout_ms, webhook = await read_request(request, runner.service.settings.payload_limit_runsync_bytes)
-    return await runner.run_sync(
+    view = await runner.run_sync(
         payload, wait_seconds=runsync_wait_seconds(wait), execution_timeout_ms=timeout_ms, webhook=webhook
     )
+    return CallResponse(view)
 
 
 @router.get(
@@ -180,9 +178,9 @@ async def runsync(
     response_model_exclude_unset=True,
     responses={200: {"description": "The call."}, **error_responses(401, 404, 422, fields=("id", "request_id"))},
 )
-async def status(request: Request, endpoint_id: EndpointId, request_id: RequestId) -> dict[str, Any]:
+async def status(request: Request, endpoint_id: EndpointId, request_id: RequestId) -> Response:
     """A call's state."""
-    return call_view(get_runner(request).store.get(request_id))
+    return CallResponse(call_view(get_runner(request).store.get(request_id)))
 
 
 @router.get(

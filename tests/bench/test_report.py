@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.report import at_most, finish, format_table, higher_is_better, load, lower_is_better, missed
+from bench.report import at_most, finish, format_table, higher_is_better, load, lower_is_better, missed, number
 
 
 def test_goals_are_judged_by_ratio_or_by_ceiling() -> None:
@@ -46,3 +46,7 @@ def test_table_rows_show_values_ratios_and_a_missed_figure_without_a_value() -> 
     ).splitlines()
     assert table[2] == "| P2 | GET /jobs/{id} | 2,100 req/s | bare route | 2,000 req/s | 1.05x | ≥ 1.00x | yes |"
     assert table[3] == "| P1 | bench_cold_start.py is missing | — |  |  |  |  | **no** |"
+
+
+def test_numbers_are_written_without_exponents() -> None:
+    assert [number(x) for x in (12210.4, 4861.0, 158.0, 8.21, 0.2641)] == ["12,210", "4,861", "158", "8.21", "0.2641"]
