@@ -36,6 +36,7 @@ class CallRunner:
             run_retention_seconds=settings.result_retention_run_seconds,
             runsync_retention_seconds=settings.result_retention_runsync_seconds,
             on_end=lambda status: service.metrics.calls_finished.labels(status).inc(),
+            workspace=service.workspace,
         )
         self.tasks: dict[str, asyncio.Task[Call | None]] = {}
         self.webhooks = CallWebhooks(self.store, settings)
@@ -82,7 +83,7 @@ class CallRunner:
             await asyncio.wait({run}, timeout=wait_seconds)
             # A call that ended here is answered from the result in hand: a chunk's 10 MB is not read back.
             finished = run.result() if run.done() and not run.cancelled() else None
-            return call_view(finished or self.store.get(call.id))
+            return call_view(finished or self.store.answer(call.id))
         created = utcnow()
         timeout = execution_timeout_ms / 1000 if execution_timeout_ms else None
         try:

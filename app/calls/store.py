@@ -21,11 +21,13 @@ from sqlalchemy.orm import configure_mappers
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from app.calls.group_commit import GroupCommit, Insert, log_failure, run_write
+from app.calls.retained import answered_output, stored_output
 from core.db import rows_changed, session_scope
 from core.errors import Conflict, LorapodError, NotFound
 from core.jobs.requests import job_type_of
 from core.jobs.rows import utcnow
 from core.redaction import REDACTED, is_secret_value, redact
+from core.storage.workspace import Workspace
 from core.training.yaml_loader import dump_yaml, load_yaml
 
 
@@ -166,6 +168,7 @@ class CallStore:
         run_retention_seconds: float,
         runsync_retention_seconds: float,
         on_end: Callable[[CallStatus], None] | None = None,
+        workspace: Workspace | None = None,
     ) -> None:
         # Calls made by new() are read through the mapped attributes, which exist once the mappers are configured.
         configure_mappers()
@@ -176,6 +179,9 @@ class CallStore:
         self.run_retention = timedelta(seconds=run_retention_seconds)
         self.runsync_retention = timedelta(seconds=runsync_retention_seconds)
         self._next_sweep = 0.0
+        # Download chunks are kept by reference only where every reader of the table sees this disk: SQLite's.
+        # Pods sharing PostgreSQL need not share a workspace, so there the row carries the bytes.
+        self.chunk_files = workspace if engine.dialect.name == "sqlite" else None
 
     def new(
         self,
@@ -223,6 +229,7 @@ class CallStore:
             self._next_sweep = time.monotonic() + SWEEP_INTERVAL_SECONDS
             self.writes.submit(self._delete_expired).add_done_callback(log_failure)
         row = {column.name: getattr(call, column.name) for column in CALLS.columns}
+        row["output"] = stored_output(self.chunk_files, call.output)
         await self.writes.write(Insert(CALLS, row))
         if call.final:
             self._ended(CallStatus(call.status))
@@ -234,6 +241,12 @@ class CallStore:
         expires = _utc(call.expires_at) if call is not None else None
         if call is None or (expires is not None and expires <= utcnow()):
             raise NotFound(f"no request with id '{call_id}' (unknown, or its result has expired)", field="id")
+        return call
+
+    def answer(self, call_id: str) -> Call:
+        """A call as /status shows it: a download chunk kept by reference is read again (see app.calls.retained)."""
+        call = self.get(call_id)
+        call.output = answered_output(self.chunk_files, call_id, call.output)
         return call
 
     async def start(self, call_id: str) -> datetime | None:
@@ -260,7 +273,8 @@ class CallStore:
         """
         status, output, error = outcome(result)
         now = utcnow()
-        ending = self._end(call.id, (CallStatus.IN_PROGRESS,), status, now=now, output=output, error=error)
+        kept = stored_output(self.chunk_files, output)
+        ending = self._end(call.id, (CallStatus.IN_PROGRESS,), status, now=now, output=kept, error=error)
         if not await self.writes.write(ending):
             return None
         self._ended(status)

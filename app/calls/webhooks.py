@@ -48,7 +48,7 @@ class CallWebhooks:
     def announce(self, call_id: str) -> None:
         """Deliver the call's webhook if it has one and has ended (call on the loop)."""
         with contextlib.suppress(NotFound):
-            self.send(self.store.get(call_id))
+            self.send(self.store.answer(call_id))
 
     def send(self, call: Call) -> None:
         """Deliver the webhook of this call as it is, if it has one and has ended (call on the loop)."""

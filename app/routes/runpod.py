@@ -180,7 +180,7 @@ async def runsync(
 )
 async def status(request: Request, endpoint_id: EndpointId, request_id: RequestId) -> Response:
     """A call's state."""
-    return CallResponse(call_view(get_runner(request).store.get(request_id)))
+    return CallResponse(call_view(get_runner(request).store.answer(request_id)))
 
 
 @router.get(
