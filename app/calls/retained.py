@@ -63,7 +63,7 @@ def answered_output(workspace: Workspace | None, call_id: str, output: Any) -> A
 
 
 def _is_file_chunk(output: Any) -> bool:
-    if not isinstance(output, dict):
+    if not isinstance(output, dict) or "content" not in output:  # most outputs: a health report, a listing
         return False
     values = [(output.get(key), kind) for key, kind in _CHUNK_FIELDS.items()]
     return all(isinstance(value, kind) and not isinstance(value, bool) for value, kind in values)

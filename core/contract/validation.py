@@ -47,16 +47,17 @@ def parse(model: type[M], data: Any, *, prefix: str = "") -> M:
 
 # No contract input is more than a few levels deep; far deeper JSON only exists to exhaust recursion.
 MAX_JSON_DEPTH = 64
+_CONTAINERS = (dict, list)
 
 
 def check_depth(value: Any, field: str, limit: int = MAX_JSON_DEPTH) -> None:
     """InvalidInput when lists and objects nest deeper than limit (checked without recursion)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
+    # Every /runsync body passes here twice: only containers are stacked, so a flat input costs one loop.
+    stack: list[tuple[dict[Any, Any] | list[Any], int]] = [(value, 1)] if isinstance(value, _CONTAINERS) else []
     while stack:
         node, depth = stack.pop()
-        if not isinstance(node, dict | list):
-            continue
         if depth > limit:
             raise InvalidInput(field, f"is nested deeper than {limit} levels")
-        children = node.values() if isinstance(node, dict) else node
-        stack.extend((child, depth + 1) for child in children)
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, _CONTAINERS):
+                stack.append((child, depth + 1))
