@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
+
+from app.memory import freeze_start_up_objects
 
 log = logging.getLogger("lorapod.shutdown")
 
@@ -48,6 +51,11 @@ class GracefulServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
         super().__init__(config)
         self.lorapod_app = app
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's start-up (the app's lifespan included), then the collector told to leave its objects alone."""
+        await super().startup(sockets)
+        freeze_start_up_objects()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         """Begin the drain, then let uvicorn stop as usual (a second SIGINT still forces it)."""

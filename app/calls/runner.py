@@ -90,7 +90,7 @@ class CallRunner:
             ended = outcome(await asyncio.wait_for(dispatch(self.service, payload), timeout))
         except TimeoutError:
             ended = CallStatus.TIMED_OUT, None, timed_out_error(execution_timeout_ms)
-        call = self.store.new(
+        row = self.store.new_row(
             payload,
             sync=True,
             execution_timeout_ms=execution_timeout_ms,
@@ -98,9 +98,10 @@ class CallRunner:
             created_at=created,
             ended=ended,
         )
-        await self.store.add(call)
-        self.webhooks.send(call)
-        return call_view(call)
+        await self.store.add(row)
+        if webhook:
+            self.webhooks.send(Call.model_construct(**row))
+        return call_view(row)
 
     def retry(self, call_id: str) -> Call:
         """Queue a failed call again with its stored input."""

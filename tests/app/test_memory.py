@@ -45,3 +45,34 @@ def retained_mb(mode: str) -> int:
 def test_a_freed_big_buffer_leaves_the_process_once_the_threshold_is_fixed() -> None:
     assert retained_mb("unset") >= 15  # glibc's default keeps it: what held the server over 150 MB
     assert retained_mb("set") <= 2
+
+
+# A child serves the app with lorapod's server class and reports the collector's state once it has started.
+SERVED = """
+import asyncio, gc, tempfile
+from pathlib import Path
+import uvicorn
+from app.main import create_app
+from app.shutdown import GracefulServer
+from tests.helpers import make_settings
+app = create_app(make_settings(Path(tempfile.mkdtemp())))
+server = GracefulServer(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"), app)
+async def main():
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    print(gc.get_freeze_count(), len(gc.get_objects(generation=2)), gc.get_threshold()[0])
+    server.should_exit = True
+    await serving
+asyncio.run(main())
+"""
+
+
+def test_the_server_freezes_what_start_up_built_once_it_has_started() -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    out = subprocess.run([sys.executable, "-c", SERVED], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    frozen, oldest_generation, young_threshold = map(int, out.stdout.split())
+    assert frozen > 100_000  # modules, the app, the ORM's mappers, pydantic's schemas
+    assert oldest_generation < frozen // 20  # what full collections still walk
+    assert young_threshold == 7000

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, select, text
+from sqlalchemy.engine import Engine
 
 from core.db import MIGRATIONS_DIR, database_url, make_engine, migrate, safe_url
 from core.db_listen import JobChannelListener
 from core.errors import InvalidInput
-from core.jobs.rows import Job, JobStatus, JobType
+from core.jobs.rows import Job, JobStatus, JobType, utcnow
 from core.jobs.store import JobStore
 from tests.helpers import REPO_ROOT, fresh_postgres
 
@@ -164,3 +165,27 @@ def test_an_older_database_migrates_to_head_and_an_engine_is_migrated_once(
     finally:
         engine.dispose()
         other.dispose()
+
+
+def test_json_columns_store_what_they_are_given(engine: Engine) -> None:
+    from app.calls.store import CALLS
+
+    output = {"name": "zdjęcie 猫.png", "nested": [1, 2.5, None, {"deep": [True]}], "ratio": float("nan")}
+    with engine.begin() as connection:
+        connection.execute(
+            CALLS.insert().values(
+                id="c1",
+                status="COMPLETED",
+                input={"type": "health"},
+                output=output,
+                sync=True,
+                retries=0,
+                created_at=utcnow(),
+            )
+        )
+    with engine.connect() as connection:
+        stored = connection.execute(select(CALLS.c.input, CALLS.c.output).where(CALLS.c.id == "c1")).one()
+        raw = connection.execute(text("SELECT CAST(output AS TEXT) FROM calls WHERE id = 'c1'")).scalar_one()
+    assert stored.input == {"type": "health"}
+    assert stored.output == {**output, "ratio": None}  # NaN is not JSON: PostgreSQL would refuse the row
+    assert "zdjęcie 猫.png" in raw  # UTF-8 as it is, not \\u escapes
