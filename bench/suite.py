@@ -73,6 +73,7 @@ def run_script(script: Script, bench_dir: Path, *, quick: bool, timeout: float =
     path = bench_dir / script.file
     if not path.is_file():
         return [missed(goal, f"{script.file} is missing") for goal in script.goals]
+    os.sync()  # the previous script's write-back (P4 and P5 leave gigabytes) must not land in this one's timings
     with tempfile.TemporaryDirectory(prefix="lorapod-suite-") as tmp:
         target = Path(tmp) / "figures.json"
         command = [sys.executable, str(path), "--json", str(target), *(["--quick"] if quick else [])]
