@@ -58,8 +58,9 @@ class CallRunner:
 
         Returns once the call is committed: an acknowledged call survives the server being killed.
         """
-        call = self.store.new(payload, sync=sync, execution_timeout_ms=execution_timeout_ms, webhook=webhook)
-        await self.store.add(call)
+        row = self.store.new(payload, sync=sync, execution_timeout_ms=execution_timeout_ms, webhook=webhook)
+        await self.store.add(row)
+        call = Call.model_construct(**row)
         self._spawn(call, payload)
         return call
 
@@ -90,7 +91,7 @@ class CallRunner:
             ended = outcome(await asyncio.wait_for(dispatch(self.service, payload), timeout))
         except TimeoutError:
             ended = CallStatus.TIMED_OUT, None, timed_out_error(execution_timeout_ms)
-        row = self.store.new_row(
+        row = self.store.new(
             payload,
             sync=True,
             execution_timeout_ms=execution_timeout_ms,

@@ -200,34 +200,12 @@ class CallStore:
         webhook: str | None = None,
         created_at: datetime | None = None,
         ended: tuple[CallStatus, Any, str | None] | None = None,
-    ) -> Call:
-        """A new call, not stored yet: IN_QUEUE, or already ended (status, output, error) when it ran inline.
-
-        Ids look like the cloud's (`sync-` for /runsync). Built without the ORM's bookkeeping, which costs more
-        than storing it: the result is for add() and reading, not for a session or for changing.
-        """
-        row = self.new_row(
-            payload,
-            sync=sync,
-            execution_timeout_ms=execution_timeout_ms,
-            webhook=webhook,
-            created_at=created_at,
-            ended=ended,
-        )
-        return Call.model_construct(**row)
-
-    def new_row(
-        self,
-        payload: dict[str, Any],
-        *,
-        sync: bool,
-        execution_timeout_ms: int | None = None,
-        webhook: str | None = None,
-        created_at: datetime | None = None,
-        ended: tuple[CallStatus, Any, str | None] | None = None,
     ) -> CallRow:
-        """new()'s call as its row: what an instant /runsync needs (add() and call_view() take it), at a third
-        of the cost of a Call, whose attributes go through the ORM's instrumentation."""
+        """A new call as its row, not stored yet: IN_QUEUE, or already ended (status, output, error) when it ran inline.
+
+        Ids look like the cloud's (`sync-` for /runsync). A row, not a Call: add() and call_view() take it as it is,
+        and building a Call (Call.model_construct(**row), where one is needed) costs more than storing it.
+        """
         now = utcnow()
         created_at = created_at or now
         kind = job_type_of(payload) if isinstance(payload, dict) else None
@@ -252,8 +230,8 @@ class CallStore:
             "webhook": {"url": webhook, "attempts": []} if webhook else None,
         }
 
-    async def add(self, call: Call | CallRow) -> None:
-        """Store a call as it is; returns once committed. A final call counts as ended (the metrics counter)."""
+    async def add(self, call: CallRow) -> None:
+        """Store a new call's row; returns once committed. A final call counts as ended (the metrics counter)."""
         if time.monotonic() >= self._next_sweep:
             # Expired rows are invisible to get() already; dropping them now and then keeps the table small.
             self._next_sweep = time.monotonic() + SWEEP_INTERVAL_SECONDS

@@ -10,7 +10,7 @@ from sqlalchemy import event, select
 from sqlalchemy.engine import Connection, Engine
 
 from app.calls.group_commit import GroupCommit
-from app.calls.store import CALLS, CallStatus, CallStore, call_view
+from app.calls.store import CALLS, Call, CallStatus, CallStore, call_view
 from core.contract.dispatcher import SharedRun
 from tests.helpers import LiveServer
 
@@ -34,7 +34,7 @@ async def test_each_acknowledged_call_is_committed_and_concurrent_ones_share_com
     async def add_and_check(index: int) -> bool:
         call = store.new({"type": "health", "n": index}, sync=False)
         await store.add(call)
-        return call.id in stored_ids(engine)  # committed by the time add returns
+        return call["id"] in stored_ids(engine)  # committed by the time add returns
 
     assert all(await asyncio.gather(*(add_and_check(i) for i in range(40))))
     assert len(stored_ids(engine)) == 40
@@ -54,15 +54,16 @@ async def test_a_failing_write_fails_alone_in_its_batch(engine: Engine) -> None:
     )
     assert isinstance(results[1], RuntimeError)
     assert [r for i, r in enumerate(results) if i != 1] == [None, None, None]
-    assert stored_ids(engine) == {call.id for call in calls}
+    assert stored_ids(engine) == {call["id"] for call in calls}
 
 
 async def test_a_call_runs_its_lifecycle_through_group_commit(engine: Engine) -> None:
     ended: list[CallStatus] = []
     store = store_of(engine)
     store.on_end = ended.append
-    call = store.new({"type": "lora"}, sync=False)
-    await store.add(call)
+    row = store.new({"type": "lora"}, sync=False)
+    await store.add(row)
+    call = Call.model_construct(**row)  # as the runner holds a queued call
     started_at = await store.start(call.id)
     assert started_at is not None and await store.start(call.id) is None  # only from IN_QUEUE
     store.report(call.id, {"step": 1}, process_id="train_x")
