@@ -46,7 +46,8 @@ def _drain(event: asyncio.Event) -> None:
 
 
 class GracefulServer(uvicorn.Server):
-    """uvicorn's server, draining the app's streams when a signal asks it to stop."""
+    """uvicorn's server, draining the app's streams when a signal asks it to stop (and, once started, telling the
+    garbage collector to leave start-up's objects alone)."""
 
     def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
         super().__init__(config)

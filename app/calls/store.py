@@ -178,7 +178,8 @@ class CallStore:
         on_end: Callable[[CallStatus], None] | None = None,
         workspace: Workspace | None = None,
     ) -> None:
-        # Calls made by new() are read through the mapped attributes, which exist once the mappers are configured.
+        # Calls built with Call.model_construct are read through the mapped attributes, which exist once the
+        # mappers are configured.
         configure_mappers()
         self.engine = engine
         self.writes = GroupCommit(engine)
@@ -236,12 +237,7 @@ class CallStore:
             # Expired rows are invisible to get() already; dropping them now and then keeps the table small.
             self._next_sweep = time.monotonic() + SWEEP_INTERVAL_SECONDS
             self.writes.submit(self._delete_expired).add_done_callback(log_failure)
-        row = (
-            dict(call)
-            if isinstance(call, dict)
-            else {column.name: getattr(call, column.name) for column in CALLS.columns}
-        )
-        row["output"] = stored_output(self.chunk_files, row["output"])
+        row = {**call, "output": stored_output(self.chunk_files, call["output"])}
         await self.writes.write(Insert(CALLS, row))
         if row["status"] in FINAL_STATUSES:
             self._ended(CallStatus(row["status"]))
