@@ -392,14 +392,16 @@ class Job:
         self.control.write(status=status, info=info)
         self.maybe_stop()
 
-    def maybe_stop(self) -> None:
-        """stop=1 or return_to_queue=1: write the end state, step back to the last save, raise."""
+    def maybe_stop(self, flags: dict[str, Any] | None = None) -> None:
+        """stop=1 or return_to_queue=1 (in flags, else read now): write the end state, step back to the last save,
+        raise."""
         if self.control is None:
             return
-        if self.control.flag("stop"):
+        flags = flags or self.control.read()
+        if flags["stop"] == 1:
             self.control.write(status="stopped", info="Job stopped", step=self.last_save_step)
             raise JobStopped("Job stopped")
-        if self.control.flag("return_to_queue"):
+        if flags["return_to_queue"] == 1:
             self.control.write(status="queued", info="Job queued", step=self.last_save_step)
             raise JobStopped("Job returning to queue")
 
@@ -408,8 +410,11 @@ class Job:
         if self.control is None:
             return
         self.control.write(step=step + 1)
-        self.maybe_stop()
-        if self.control.flag("save_now"):
+        # One read decides: flags set together are seen together, and stop wins over save_now as observed (the
+        # trainer's separate reads leave a window of microseconds in which it could see save_now alone).
+        flags = self.control.read()
+        self.maybe_stop(flags)
+        if flags["save_now"] == 1:
             self.control.write(info="Saving model")
             say(f"\nSaving at step {step}")
             self.write_checkpoint(step)
